@@ -1,0 +1,55 @@
+"""Canonical layout: template fit, head-frame mapping, regions."""
+
+import numpy as np
+import pytest
+
+from revavatar.core.canonical import INTEROCULAR_MM, CanonicalLayout
+
+
+@pytest.mark.parametrize("size", [256, 512])
+def test_similarity_recovers_a_known_transform(size: int) -> None:
+    layout = CanonicalLayout(size)
+    angle = np.deg2rad(17.0)
+    rot = 0.6 * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    src = layout.template_points() @ rot.T + np.array([31.0, -7.0])
+    m = layout.estimate_similarity(src)
+    mapped = np.c_[src, np.ones(5)] @ m.T
+    np.testing.assert_allclose(mapped, layout.template_points(), atol=1e-9)
+
+
+def test_mirror_is_not_fitted_as_rotation() -> None:
+    layout = CanonicalLayout()
+    src = layout.template_points().copy()
+    src[:, 0] = layout.size - src[:, 0]  # mirrored: eyes swapped
+    m = layout.estimate_similarity(src)
+    assert np.linalg.det(m[:, :2]) > 0  # a proper similarity, never a reflection
+
+
+def test_head_frame_scale_and_origin() -> None:
+    layout = CanonicalLayout(256)
+    eyes = layout.head_to_pixel(np.array([[-INTEROCULAR_MM / 2, 0, 0], [INTEROCULAR_MM / 2, 0, 5]]))
+    np.testing.assert_allclose(eyes, layout.template_points()[:2], atol=1e-9)
+    back = layout.pixel_to_head(eyes, z=3.0)
+    np.testing.assert_allclose(back[:, :2], [[-31.5, 0], [31.5, 0]], atol=1e-9)
+    assert (back[:, 2] == 3.0).all()
+
+
+def test_regions_scale_with_size_and_reject_unknown() -> None:
+    small, big = CanonicalLayout(256), CanonicalLayout(512)
+    for name in ("left_eye", "right_eye", "lower_face", "eye_band"):
+        a, b = small.region(name), big.region(name)
+        assert b.crop_size == (2 * a.crop_size[0], 2 * a.crop_size[1])
+        assert abs(b.box_px[0] - 2 * a.box_px[0]) <= 1
+    # the wearer's left eye is on the image right
+    assert small.region("left_eye").box_px[0] >= small.region("right_eye").box_px[2]
+    with pytest.raises(ValueError, match="unknown region 'nose'"):
+        small.region("nose")
+    with pytest.raises(ValueError, match="canonical size"):
+        CanonicalLayout(300)
+
+
+def test_crop_region_has_crop_size() -> None:
+    layout = CanonicalLayout()
+    face = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    crop = layout.crop_region(face, "lower_face")
+    assert crop.shape == (128, 192, 3)
