@@ -1,0 +1,171 @@
+"""Baseline aligner: calibrated rectification of a headset camera image onto the canonical face.
+
+A headset camera sees the eye or mouth obliquely, through a distorting lens, from a pose that is
+known from the calibration. If the face is approximated by the plane ``z = 0`` of the head frame
+(the plane through the eye centres, seen frontally and orthographically by the canonical layout),
+every pixel of a canonical region crop corresponds to one head-frame point, and that point to one
+camera pixel. For a pinhole camera the composite mapping is a 3x3 homography
+(:meth:`HomographyAligner.rectification_homography`); with lens distortion it is not, so the
+aligner evaluates the exact mapping once per crop pixel in ``__init__`` and stores it as a remap
+grid. Each frame is then a single :func:`cv2.remap`: exact for the distortion and cheaper than
+per-frame maths. Parts of the face off the plane (nose, lids) are rectified with a parallax
+error; that is the baseline's limit, which learned aligners improve on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+import cv2
+import numpy as np
+
+from revavatar.errors import InputError
+
+if TYPE_CHECKING:
+    from revavatar.core.calibration import CameraCalibration, HeadsetCalibration
+    from revavatar.core.canonical import CanonicalLayout, Region
+
+__all__ = ["HomographyAligner", "build_aligners"]
+
+
+class HomographyAligner:
+    """Rectify one camera's images into one canonical region crop.
+
+    Attributes:
+        method: ``"homography"`` (recorded with results so baselines and learned aligners can be
+            told apart).
+        camera: the camera calibration the grid was built for.
+        region: the canonical region the crops show.
+        layout: the canonical layout (size, head-frame scale).
+        plane_z_mm: depth of the face plane in the head frame (mm).
+        valid_mask: (h, w) bool, crop pixels the camera actually images; the others are filled
+            with ``border_value`` and should not be pasted.
+        coverage: fraction of crop pixels in ``valid_mask``.
+    """
+
+    method: Final[str] = "homography"
+
+    def __init__(
+        self,
+        camera: CameraCalibration,
+        region: Region,
+        layout: CanonicalLayout,
+        *,
+        plane_z_mm: float = 0.0,
+        border_value: int = 0,
+        interpolation: int = cv2.INTER_LINEAR,
+        fixed_point: bool = True,
+    ) -> None:
+        """Build the remap grid.
+
+        Args:
+            camera: calibration of the camera whose images will be aligned.
+            region: canonical region to produce (its ``box_px`` and ``crop_size``).
+            layout: canonical layout that defines the head-frame scale.
+            plane_z_mm: depth of the rectification plane (0 = through the eye centres).
+            border_value: fill for crop pixels outside the camera's view.
+            interpolation: cv2 interpolation flag for :func:`cv2.remap`.
+            fixed_point: store the grid as fixed-point maps (1/32 px), about twice as fast to
+                apply; set False for float maps.
+        """
+        self.camera = camera
+        self.region = region
+        self.layout = layout
+        self.plane_z_mm = float(plane_z_mm)
+        self.border_value = int(border_value)
+        self.interpolation = int(interpolation)
+        w, h = region.crop_size
+        jj, ii = np.mgrid[0:h, 0:w]
+        crop_px = np.stack([ii.ravel(), jj.ravel()], axis=1).astype(np.float64)
+        head = self.crop_to_head(crop_px)
+        uv, _ = camera.project(head)
+        valid = camera.in_view(head)
+        uv[:, 0] = np.clip(uv[:, 0], 0, camera.width - 1)
+        uv[:, 1] = np.clip(uv[:, 1], 0, camera.height - 1)
+        uv[~valid] = -16.0  # far enough outside for the bilinear taps to read only the border
+        map_x = uv[:, 0].reshape(h, w).astype(np.float32)
+        map_y = uv[:, 1].reshape(h, w).astype(np.float32)
+        if fixed_point:
+            self._map1, self._map2 = cv2.convertMaps(map_x, map_y, cv2.CV_16SC2)
+        else:
+            self._map1, self._map2 = map_x, map_y
+        self.valid_mask = valid.reshape(h, w)
+        self.valid_mask.setflags(write=False)
+        self.coverage = float(valid.mean())
+
+    def _crop_to_canonical(self) -> np.ndarray:
+        """3x3 affine: crop pixel -> canonical pixel (pixel-centre convention of cv2.resize)."""
+        x0, y0, x1, y1 = self.region.box_px
+        w, h = self.region.crop_size
+        sx, sy = (x1 - x0) / w, (y1 - y0) / h
+        return np.array([[sx, 0.0, x0 + 0.5 * sx - 0.5], [0.0, sy, y0 + 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+
+    def crop_to_head(self, crop_px: np.ndarray) -> np.ndarray:
+        """Crop pixels (N, 2) -> head-frame points (N, 3) on the plane ``z = plane_z_mm``.
+
+        Crop pixel ``(i, j)`` shows canonical pixel ``x0 + (i + 0.5) * sx - 0.5`` (likewise y),
+        the sampling of :meth:`CanonicalLayout.crop_region`, so an aligned crop lines up with a
+        crop of the aligned ground truth.
+        """
+        pts = np.asarray(crop_px, dtype=np.float64).reshape(-1, 2)
+        a = self._crop_to_canonical()
+        canon = pts @ a[:2, :2].T + a[:2, 2]
+        return self.layout.pixel_to_head(canon, z=self.plane_z_mm)
+
+    def rectification_homography(self) -> np.ndarray:
+        """3x3 homography: crop pixel ``(i, j, 1)`` -> UNDISTORTED camera pixel (homogeneous).
+
+        ``H = K @ R.T @ [[1, 0, -tx], [0, 1, -ty], [0, 0, z0 - tz]] @ C`` where ``C`` (3x3 affine)
+        maps crop pixels to head-frame ``(x, y, 1)`` on the plane ``z = z0`` and ``R``, ``t`` are
+        the camera pose. It is the classical plane-induced homography and equals the remap grid
+        exactly when the lens has no distortion; with distortion, apply it to
+        ``cv2.undistort``-ed images (the remap grid already includes the lens). Normalised so that
+        ``H[2, 2] == 1`` when possible.
+        """
+        basis = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+        head = self.crop_to_head(basis)
+        c = np.array(
+            [
+                [head[1, 0] - head[0, 0], head[2, 0] - head[0, 0], head[0, 0]],
+                [head[1, 1] - head[0, 1], head[2, 1] - head[0, 1], head[0, 1]],
+                [0.0, 0.0, 1.0],
+            ]
+        )
+        t = self.camera.translation_mm
+        plane = np.array([[1.0, 0.0, -t[0]], [0.0, 1.0, -t[1]], [0.0, 0.0, self.plane_z_mm - t[2]]])
+        hom = self.camera.K() @ self.camera.R_head_from_cam().T @ plane @ c
+        if abs(hom[2, 2]) > 1e-12:
+            hom = hom / hom[2, 2]
+        return hom
+
+    def align(self, image: np.ndarray) -> np.ndarray:
+        """Rectify one camera frame into the region crop.
+
+        Args:
+            image: uint8 gray (H, W) or BGR (H, W, 3) at the camera's calibrated resolution.
+
+        Returns:
+            The crop, (h, w) or (h, w, 3) at ``region.crop_size``, same channels as the input.
+
+        Raises:
+            InputError: the frame's size differs from the calibration's resolution.
+        """
+        if image.shape[:2] != (self.camera.height, self.camera.width):
+            msg = (
+                f"{self.camera.name} frame is {image.shape[1]}x{image.shape[0]} but its calibration "
+                f"says {self.camera.width}x{self.camera.height}"
+            )
+            raise InputError(msg)
+        return cv2.remap(
+            image,
+            self._map1,
+            self._map2,
+            self.interpolation,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(self.border_value,) * 4,
+        )
+
+
+def build_aligners(calibration: HeadsetCalibration, layout: CanonicalLayout) -> dict[str, HomographyAligner]:
+    """One aligner per headset camera, each onto the canonical region of the same name."""
+    return {name: HomographyAligner(cam, layout.region(name), layout) for name, cam in calibration.cameras.items()}

@@ -1,0 +1,229 @@
+"""Paste aligned headset crops onto the enrollment DP (the paper's "composite" input).
+
+The aligners deliver each headset camera as a crop of one canonical region (gray for the IR eye
+cameras, gray or colour for the lower face), stored at the region's ``crop_size``, which is larger
+than the region's box in the canonical face. The composite puts every crop back at its box of the
+aligned DP so the restorer (classical or learned) sees one canonical face: the DP outside the
+regions, the live headset view inside.
+
+Gray crops are pasted as *luminance*: inside the box the DP is converted to YCrCb, its Y channel
+is replaced by the crop and the result is converted back. The paper pastes grayscale eye crops
+onto the colour DP; keeping the DP's chroma under the live luminance avoids a gray hole in a colour
+face while still showing exactly what the camera saw (``gray_mode="gray"`` pastes the plain gray
+crop instead, for comparisons).
+
+Shape checks run at the boundary and raise :class:`ShapeError` (a ``ValueError`` carrying the
+actual and expected shapes). The real-time path may switch them off with the environment variable
+``REVAVATAR_NO_CHECKS=1`` (read at import) or :func:`set_checks` at run time; the other stage cores
+(restoration, display, metrics) share the same switch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from revavatar.core.canonical import CanonicalLayout
+
+__all__ = [
+    "GRAY_MODES",
+    "ShapeError",
+    "check_image",
+    "checks_enabled",
+    "composite",
+    "feathered_alpha",
+    "paste_region",
+    "set_checks",
+]
+
+#: How a gray crop is put into the colour DP: "luma" replaces Y of YCrCb, "gray" pastes gray.
+GRAY_MODES: Final = ("luma", "gray")
+
+_checks: bool = os.environ.get("REVAVATAR_NO_CHECKS", "") != "1"
+
+
+class ShapeError(ValueError):
+    """An image whose shape or dtype does not match what a stage core expects.
+
+    Attributes:
+        actual: the shape (and dtype) that was given.
+        expected: a human-readable description of what was expected.
+    """
+
+    def __init__(self, what: str, actual: object, expected: object) -> None:
+        self.actual = actual
+        self.expected = expected
+        super().__init__(f"{what}: expected {expected}, got {actual}")
+
+
+def checks_enabled() -> bool:
+    """Whether boundary shape checks run (off with ``REVAVATAR_NO_CHECKS=1``)."""
+    return _checks
+
+
+def set_checks(enabled: bool) -> None:  # noqa: FBT001 - a switch is the point of this function
+    """Switch boundary shape checks on or off for all stage cores at run time."""
+    global _checks  # noqa: PLW0603 - one process-wide switch, like kornia's
+    _checks = bool(enabled)
+
+
+def check_image(
+    image: object,
+    what: str,
+    *,
+    size: tuple[int, int] | None = None,
+    channels: tuple[int, ...] = (1, 3),
+) -> np.ndarray:
+    """Validate a uint8 image (gray (H, W), (H, W, 1) or BGR (H, W, 3)).
+
+    Args:
+        image: the array to check.
+        what: name used in the error message ("dp", "crop 'left_eye'", ...).
+        size: required ``(width, height)``, or None for any non-empty size.
+        channels: accepted channel counts (1 covers both (H, W) and (H, W, 1)).
+
+    Returns:
+        ``image`` unchanged (as an ndarray), so calls can be chained.
+
+    Raises:
+        ShapeError: wrong type, dtype, rank, channel count or size.
+    """
+    if not isinstance(image, np.ndarray):
+        raise ShapeError(what, type(image).__name__, "a numpy uint8 array")
+    if image.dtype != np.uint8:
+        raise ShapeError(what, f"dtype {image.dtype}", "dtype uint8")
+    nch = 1 if image.ndim == 2 else (image.shape[2] if image.ndim == 3 else -1)
+    if nch not in channels:
+        shapes = " or ".join("(H, W)" if c == 1 else f"(H, W, {c})" for c in channels)
+        raise ShapeError(what, f"shape {image.shape}", f"shape {shapes}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ShapeError(what, f"shape {image.shape}", "a non-empty image")
+    if size is not None and (image.shape[1], image.shape[0]) != tuple(size):
+        exp = (size[1], size[0], *image.shape[2:])
+        raise ShapeError(what, f"shape {image.shape}", f"shape {exp} (width x height {size})")
+    return image
+
+
+def _resize_to(image: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
+    """Resize to (w, h): area averaging when shrinking (no aliasing), bilinear when enlarging."""
+    if (image.shape[1], image.shape[0]) == wh:
+        return image
+    shrink = wh[0] < image.shape[1] or wh[1] < image.shape[0]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    out = cv2.resize(image, wh, interpolation=interp)
+    return out
+
+
+def paste_region(
+    canvas: np.ndarray,
+    crop: np.ndarray,
+    box: tuple[int, int, int, int],
+    *,
+    gray_mode: str = "luma",
+) -> None:
+    """Paste one crop into ``canvas`` (BGR, modified in place) at ``box`` (x0, y0, x1, y1).
+
+    The crop is resized to the box; a gray crop goes in as luminance (``"luma"``) or as plain
+    gray (``"gray"``), a BGR crop is copied as is. Boxes are clipped to the canvas.
+
+    Raises:
+        ValueError: unknown ``gray_mode`` (the message lists the valid ones).
+    """
+    if gray_mode not in GRAY_MODES:
+        msg = f"unknown gray_mode {gray_mode!r}; expected one of {', '.join(GRAY_MODES)}"
+        raise ValueError(msg)
+    h, w = canvas.shape[:2]
+    x0, y0, x1, y1 = (int(v) for v in box)
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return
+    patch = _resize_to(crop, (x1 - x0, y1 - y0))
+    patch = patch[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+    if patch.ndim == 3 and patch.shape[2] == 1:
+        patch = patch[:, :, 0]
+    dst = canvas[cy0:cy1, cx0:cx1]
+    if patch.ndim == 3:
+        dst[...] = patch
+    elif gray_mode == "luma":
+        ycc = cv2.cvtColor(np.ascontiguousarray(dst), cv2.COLOR_BGR2YCrCb)
+        ycc[:, :, 0] = patch
+        dst[...] = cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR)
+    else:
+        dst[...] = patch[:, :, None]
+
+
+def feathered_alpha(binary: np.ndarray, feather_px: float) -> np.ndarray:
+    """Soft alpha in [0, 1] from a binary mask: ramps up over ``feather_px`` inside its border.
+
+    The ramp is the Euclidean distance to the nearest outside pixel, so adjacent boxes (the two
+    eyes share an edge) feather as one area with no dip at their seam, and an edge on the image
+    border stays hard (there is nothing to blend with there).
+    """
+    inside = (binary > 0).astype(np.uint8)
+    if feather_px <= 0:
+        return inside.astype(np.float32)
+    dist = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.clip(dist / float(feather_px), 0.0, 1.0).astype(np.float32)
+
+
+def composite(
+    dp_bgr: np.ndarray,
+    crops: Mapping[str, np.ndarray],
+    layout: CanonicalLayout,
+    *,
+    feather_px: float = 0.0,
+    gray_mode: str = "luma",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paste aligned crops onto the aligned DP at their canonical region boxes.
+
+    Crops are pasted in the mapping's order (a later crop wins where boxes overlap; the standard
+    regions do not overlap). With ``feather_px > 0`` the pasted layer is blended into the DP with
+    an alpha that rises from 0 at the outer border of the union of boxes to 1 at ``feather_px``
+    inside it, hiding the hard seam at the cost of a little DP showing through near the edge.
+
+    Args:
+        dp_bgr: aligned DP, uint8 BGR (size, size, 3) of ``layout``.
+        crops: region name (``layout.region`` names, e.g. "left_eye") -> uint8 crop, gray
+            (H, W) / (H, W, 1) or BGR (H, W, 3), normally at the region's ``crop_size``; any other
+            size is resized to the box.
+        layout: the canonical layout the DP is aligned to.
+        feather_px: width of the soft border in canonical pixels (0 = hard paste).
+        gray_mode: "luma" (crop replaces Y of YCrCb, DP chroma kept) or "gray".
+
+    Returns:
+        ``(bgr, mask)``: the composite uint8 (size, size, 3) and the uint8 (size, size) mask of
+        pasted pixels (255 inside the union of boxes, the feather ramp at its border, 0 outside).
+
+    Raises:
+        ShapeError: DP or crop of the wrong shape/dtype (when checks are enabled).
+        ValueError: unknown region name or ``gray_mode``.
+    """
+    size = int(layout.size)
+    if _checks:
+        check_image(dp_bgr, "dp", size=(size, size), channels=(3,))
+        for name, crop in crops.items():
+            check_image(crop, f"crop {name!r}")
+    if gray_mode not in GRAY_MODES:
+        msg = f"unknown gray_mode {gray_mode!r}; expected one of {', '.join(GRAY_MODES)}"
+        raise ValueError(msg)
+    layer = dp_bgr.copy()
+    binary = np.zeros((size, size), np.uint8)
+    for name, crop in crops.items():
+        box = layout.region(name).box_px
+        paste_region(layer, crop, box, gray_mode=gray_mode)
+        x0, y0, x1, y1 = box
+        binary[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 1
+    if feather_px <= 0:
+        return layer, binary * np.uint8(255)
+    alpha = feathered_alpha(binary, feather_px)
+    blend = dp_bgr.astype(np.float32) + alpha[:, :, None] * (
+        layer.astype(np.float32) - dp_bgr.astype(np.float32)
+    )
+    out = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+    mask = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
+    return out, mask

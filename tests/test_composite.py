@@ -1,0 +1,167 @@
+"""Composite: crops land at their canonical boxes, mask, gray as luminance, boundary checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from revavatar.core import composite as comp
+from revavatar.core.canonical import CanonicalLayout
+from revavatar.core.composite import ShapeError, composite, set_checks
+
+LAYOUT = CanonicalLayout(256)
+DP_COLOUR = (40, 90, 160)  # BGR, a skin-like orange-brown
+
+
+def _dp() -> np.ndarray:
+    return np.full((256, 256, 3), DP_COLOUR, np.uint8)
+
+
+def _crop(name: str, value: int | tuple[int, int, int], *, gray: bool) -> np.ndarray:
+    w, h = LAYOUT.region(name).crop_size
+    if gray:
+        return np.full((h, w), value, np.uint8)
+    return np.full((h, w, 3), value, np.uint8)
+
+
+@pytest.fixture(autouse=True)
+def _checks_on() -> None:
+    set_checks(True)
+    yield
+    set_checks(True)
+
+
+def test_colour_crops_land_exactly_in_their_boxes() -> None:
+    colours = {"right_eye": (255, 0, 0), "left_eye": (0, 255, 0), "lower_face": (0, 0, 255)}
+    crops = {n: _crop(n, c, gray=False) for n, c in colours.items()}
+    out, mask = composite(_dp(), crops, LAYOUT)
+    assert out.shape == (256, 256, 3) and out.dtype == np.uint8
+    assert mask.shape == (256, 256) and mask.dtype == np.uint8
+    expected = _dp()
+    expected_mask = np.zeros((256, 256), np.uint8)
+    for name, colour in colours.items():
+        x0, y0, x1, y1 = LAYOUT.region(name).box_px
+        expected[y0:y1, x0:x1] = colour
+        expected_mask[y0:y1, x0:x1] = 255
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(mask, expected_mask)
+    # right_eye box [0.18, 0.30, 0.50, 0.54] * 256 = (46, 77, 128, 138): check corners directly
+    assert tuple(out[77, 46]) == (255, 0, 0) and tuple(out[137, 127]) == (255, 0, 0)
+    assert tuple(out[76, 46]) == DP_COLOUR and tuple(out[77, 45]) == DP_COLOUR
+    assert tuple(out[77, 128]) == (0, 255, 0)  # left eye starts where the right eye ends
+
+
+def test_crop_is_resized_into_the_box_keeping_its_layout() -> None:
+    w, h = LAYOUT.region("left_eye").crop_size
+    crop = np.zeros((h, w), np.uint8)
+    crop[:, w // 2 :] = 255  # left half black, right half white
+    out, _ = composite(_dp(), {"left_eye": crop}, LAYOUT, gray_mode="gray")
+    x0, y0, x1, y1 = LAYOUT.region("left_eye").box_px
+    mid = (x0 + x1) // 2
+    assert (out[y0:y1, x0 : mid - 1] == 0).all()
+    assert (out[y0:y1, mid + 1 : x1] == 255).all()
+    # a crop at a different size (half resolution) is accepted and resized too
+    small = cv2.resize(crop, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    out2, _ = composite(_dp(), {"left_eye": small}, LAYOUT, gray_mode="gray")
+    assert (out2[y0:y1, x0 : mid - 2] == 0).all() and (out2[y0:y1, mid + 2 : x1] == 255).all()
+
+
+def test_gray_crop_replaces_luminance_and_keeps_dp_colour() -> None:
+    out, _ = composite(_dp(), {"right_eye": _crop("right_eye", 200, gray=True)}, LAYOUT)
+    x0, y0, x1, y1 = LAYOUT.region("right_eye").box_px
+    inside = out[y0:y1, x0:x1]
+    ycc = cv2.cvtColor(inside, cv2.COLOR_BGR2YCrCb).reshape(-1, 3).astype(int)
+    dp_ycc = cv2.cvtColor(_dp()[:1, :1], cv2.COLOR_BGR2YCrCb)[0, 0].astype(int)
+    assert np.abs(ycc[:, 0] - 200).max() <= 2  # the camera's luminance
+    assert np.abs(ycc[:, 1:] - dp_ycc[1:]).max() <= 3  # the DP's chroma
+    b, g, r = (int(v) for v in inside[0, 0])
+    assert r > g > b  # still the DP's warm colour, not gray
+    outside = np.ones((256, 256), bool)
+    outside[y0:y1, x0:x1] = False
+    assert (out[outside] == DP_COLOUR).all()
+
+
+def test_gray_mode_gray_pastes_plain_gray_and_colour_crop_ignores_mode() -> None:
+    out, _ = composite(
+        _dp(), {"right_eye": _crop("right_eye", 200, gray=True)}, LAYOUT, gray_mode="gray"
+    )
+    x0, y0, x1, y1 = LAYOUT.region("right_eye").box_px
+    assert (out[y0:y1, x0:x1] == 200).all()
+    gray3 = _crop("lower_face", (10, 20, 30), gray=False)
+    out, _ = composite(_dp(), {"lower_face": gray3[:, :, :]}, LAYOUT)
+    x0, y0, x1, y1 = LAYOUT.region("lower_face").box_px
+    assert (out[y0:y1, x0:x1] == (10, 20, 30)).all()
+    # (H, W, 1) gray works like (H, W)
+    g1 = _crop("right_eye", 200, gray=True)[:, :, None]
+    out1, _ = composite(_dp(), {"right_eye": g1}, LAYOUT)
+    out2, _ = composite(_dp(), {"right_eye": g1[:, :, 0]}, LAYOUT)
+    np.testing.assert_array_equal(out1, out2)
+
+
+def test_feathered_mask_ramps_at_the_union_border_only() -> None:
+    crops = {n: _crop(n, 255, gray=False) for n in ("right_eye", "left_eye")}
+    out, mask = composite(_dp(), crops, LAYOUT, feather_px=6)
+    x0, y0, x1, y1 = LAYOUT.region("right_eye").box_px
+    ymid = (y0 + y1) // 2
+    assert 0 < mask[ymid, x0] < 100  # outer edge: mostly DP
+    assert mask[ymid, x0 + 10] == 255  # beyond the ramp: fully pasted
+    assert mask[ymid, x0 - 1] == 0
+    assert (np.diff(mask[ymid, x0 : x0 + 6].astype(int)) > 0).all()  # ramp over 6 px
+    assert mask[ymid, x0 + 5] == 255
+    # the eyes touch at x = 128: one pasted area, no dip at the shared edge
+    assert mask[ymid, 127] == 255 and mask[ymid, 128] == 255
+    # the image follows the mask: halfway value between DP and white on the ramp
+    a = mask[ymid, x0 + 2] / 255.0
+    expected = np.array(DP_COLOUR) * (1 - a) + 255 * a
+    np.testing.assert_allclose(out[ymid, x0 + 2].astype(float), expected, atol=1.0)
+
+
+@pytest.mark.parametrize(
+    ("dp", "crops", "match"),
+    [
+        (np.zeros((128, 128, 3), np.uint8), {}, r"dp: expected shape \(256, 256, 3\)"),
+        (np.zeros((256, 256), np.uint8), {}, r"dp: expected shape \(H, W, 3\), got shape"),
+        (np.zeros((256, 256, 3), np.float32), {}, "dp: expected dtype uint8, got dtype float32"),
+        (None, {"left_eye": np.zeros((96, 128, 4), np.uint8)}, r"got shape \(96, 128, 4\)"),
+        (None, {"left_eye": np.zeros((96, 128), np.float64)}, "dtype float64"),
+        (None, {"left_eye": np.zeros((0, 128), np.uint8)}, "non-empty"),
+        (None, {"left_eye": [[1, 2], [3, 4]]}, "numpy uint8 array"),
+    ],
+)
+def test_bad_shapes_are_rejected(dp: np.ndarray | None, crops: dict, match: str) -> None:
+    with pytest.raises(ShapeError, match=match) as info:
+        composite(_dp() if dp is None else dp, crops, LAYOUT)
+    assert isinstance(info.value, ValueError)
+    assert info.value.actual is not None and info.value.expected is not None
+
+
+def test_unknown_region_and_mode_are_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown region 'nose'"):
+        composite(_dp(), {"nose": _crop("left_eye", 0, gray=True)}, LAYOUT)
+    with pytest.raises(ValueError, match="unknown gray_mode 'sepia'; expected one of luma, gray"):
+        composite(_dp(), {}, LAYOUT, gray_mode="sepia")
+
+
+def test_checks_can_be_switched_off() -> None:
+    bad = np.full((96, 128, 3), 7.0, np.float64)  # wrong dtype, otherwise usable
+    with pytest.raises(ShapeError):
+        composite(_dp(), {"left_eye": bad}, LAYOUT)
+    set_checks(False)
+    assert not comp.checks_enabled()
+    out, _ = composite(_dp(), {"left_eye": bad}, LAYOUT)
+    x0, y0, _, _ = LAYOUT.region("left_eye").box_px
+    assert tuple(out[y0, x0]) == (7, 7, 7)
+
+
+def test_env_var_disables_checks_at_import() -> None:
+    code = "from revavatar.core.composite import checks_enabled; print(checks_enabled())"
+    env = {**os.environ, "REVAVATAR_NO_CHECKS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert res.stdout.strip() == "False"
