@@ -83,7 +83,8 @@ def test_gray_in_gray_out_and_border() -> None:
     assert aligner.method == "homography"
     gray = np.full((cam.height, cam.width), 200, np.uint8)
     out = aligner.align(gray)
-    assert out.shape == (region.crop_size[1], region.crop_size[0]) and out.dtype == np.uint8
+    assert out.shape == (region.crop_size[1], region.crop_size[0])
+    assert out.dtype == np.uint8
     assert 0.85 < aligner.coverage < 1.0  # the oblique camera misses the cheek under it
     assert (out[aligner.valid_mask] == 200).all()
     assert (out[~aligner.valid_mask] == 7).all()
@@ -96,7 +97,9 @@ def test_gray_in_gray_out_and_border() -> None:
 def test_wrong_frame_size_raises() -> None:
     cam = _cam("generic", "lower_face")
     aligner = HomographyAligner(cam, LAYOUT.region("lower_face"), LAYOUT)
-    with pytest.raises(InputError, match="lower_face frame is 640x480 but its calibration says 320x240"):
+    with pytest.raises(
+        InputError, match="lower_face frame is 640x480 but its calibration says 320x240"
+    ):
         aligner.align(np.zeros((480, 640, 3), np.uint8))
 
 
@@ -105,9 +108,12 @@ def test_rectification_homography_matches_pinhole_grid(profile: str) -> None:
     for name, cam in load_calibration(ROOT / "calibration" / f"{profile}.yaml").cameras.items():
         aligner = HomographyAligner(cam, LAYOUT.region(name), LAYOUT)
         hom = aligner.rectification_homography()
-        assert hom.shape == (3, 3) and np.isclose(hom[2, 2], 1.0)
+        assert hom.shape == (3, 3)
+        assert np.isclose(hom[2, 2], 1.0)
         w, h = aligner.region.crop_size
-        crop_px = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1], [w / 2, h / 3]], np.float64)
+        crop_px = np.array(
+            [[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1], [w / 2, h / 3]], np.float64
+        )
         mapped = cv2.perspectiveTransform(crop_px.reshape(-1, 1, 2), hom).reshape(-1, 2)
         head = aligner.crop_to_head(crop_px)
         # equals the undistorted pinhole projection of the same plane points ...
@@ -136,6 +142,7 @@ def test_build_aligners_one_per_camera() -> None:
     aligners = build_aligners(cal, LAYOUT)
     assert tuple(aligners) == CAMERA_NAMES
     for name, aligner in aligners.items():
-        assert aligner.region.name == name and aligner.camera is cal.cameras[name]
+        assert aligner.region.name == name
+        assert aligner.camera is cal.cameras[name]
         assert aligner.coverage > 0.9
     assert aligners["lower_face"].coverage == 1.0

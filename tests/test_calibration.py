@@ -68,10 +68,14 @@ def test_profiles_load(name: str) -> None:
     assert cal.description.strip()
     for cam_name, cam in cal.cameras.items():
         assert cam.name == cam_name
-        assert cam.fx > 0 and 0 <= cam.cx <= cam.width
-    assert cal.cameras["left_eye"].infrared and cal.cameras["right_eye"].infrared
+        assert cam.fx > 0
+        assert 0 <= cam.cx <= cam.width
+    assert cal.cameras["left_eye"].infrared
+    assert cal.cameras["right_eye"].infrared
     # left eye camera on the wearer's left (x > 0), right eye camera mirrored
-    assert cal.cameras["left_eye"].translation_mm[0] > 0 > cal.cameras["right_eye"].translation_mm[0]
+    assert (
+        cal.cameras["left_eye"].translation_mm[0] > 0 > cal.cameras["right_eye"].translation_mm[0]
+    )
     assert cal.display.distance_mm < cal.display.viewer_distance_mm
 
 
@@ -79,8 +83,13 @@ def test_profiles_differ_in_lens_models() -> None:
     vive = load_calibration(_profile("vive_focus_like"))
     assert vive.cameras["lower_face"].distortion_model == "equidistant"
     assert len(vive.cameras["lower_face"].distortion) == 4
-    assert load_calibration(_profile("generic")).cameras["left_eye"].distortion_model == "plumb_bob"
-    assert load_calibration(_profile("quest_pro_like")).cameras["left_eye"].resolution == (400, 400)
+    assert (
+        load_calibration(_profile("generic")).cameras["left_eye"].distortion_model == "plumb_bob"
+    )
+    assert load_calibration(_profile("quest_pro_like")).cameras["left_eye"].resolution == (
+        400,
+        400,
+    )
 
 
 def _region_points(camera: str) -> np.ndarray:
@@ -106,17 +115,25 @@ def test_each_camera_sees_its_region(name: str, camera: str) -> None:
     pts = _region_points(camera)
     uv, depth = cam.project(pts)
     assert (depth > 10).all()
-    assert (uv[:, 0] > 5).all() and (uv[:, 0] < cam.width - 5).all()
-    assert (uv[:, 1] > 5).all() and (uv[:, 1] < cam.height - 5).all()
+    assert (uv[:, 0] > 5).all()
+    assert (uv[:, 0] < cam.width - 5).all()
+    assert (uv[:, 1] > 5).all()
+    assert (uv[:, 1] < cam.height - 5).all()
     assert cam.in_view(pts, margin_px=5).all()
     # head +x (the wearer's left) stays image right: a mirrored pose would swap the eye corners
-    left_of, right_of = cam.project(np.array([[pts[:, 0].min(), pts[:, 1].mean(), 0.0], [pts[:, 0].max(), pts[:, 1].mean(), 0.0]]))[0]
+    left_of, right_of = cam.project(
+        np.array(
+            [[pts[:, 0].min(), pts[:, 1].mean(), 0.0], [pts[:, 0].max(), pts[:, 1].mean(), 0.0]]
+        )
+    )[0]
     assert right_of[0] > left_of[0]
     layout = CanonicalLayout()
     corners = _box_corners(layout, camera)
     corner_in_view = cam.in_view(corners)
     if name == "generic" or camera == "lower_face":
-        assert corner_in_view.all(), f"{name}/{camera} misses canonical crop corners {corners[~corner_in_view]}"
+        assert corner_in_view.all(), (
+            f"{name}/{camera} misses canonical crop corners {corners[~corner_in_view]}"
+        )
     else:  # oblique eye cameras: the corner right under the camera is out of view, the rest in
         assert corner_in_view.sum() >= 3
 
@@ -176,22 +193,72 @@ def _delete(doc: dict[str, Any], path: str) -> None:
 _BAD: list[tuple[str, Any, str, str]] = [
     ("set", ("cameras.left_eye.fsp", 30.0), "cameras.left_eye.fsp", "one of the keys"),
     ("set", ("colour", "red"), "colour", "one of the keys"),
-    ("set", ("cameras.left_eye.intrinsics.skew", 0.0), "cameras.left_eye.intrinsics.skew", "one of the keys"),
-    ("set", ("cameras.nose_cam", {}), "cameras.nose_cam", "one of the keys left_eye, right_eye, lower_face"),
+    (
+        "set",
+        ("cameras.left_eye.intrinsics.skew", 0.0),
+        "cameras.left_eye.intrinsics.skew",
+        "one of the keys",
+    ),
+    (
+        "set",
+        ("cameras.nose_cam", {}),
+        "cameras.nose_cam",
+        "one of the keys left_eye, right_eye, lower_face",
+    ),
     ("del", "cameras.left_eye.fps", "cameras.left_eye.fps", "this key to be present"),
     ("del", "cameras.lower_face", "cameras.lower_face", "this key to be present"),
     ("del", "display.eye_region", "display.eye_region", "this key to be present"),
     ("set", ("cameras.left_eye.fps", -3), "cameras.left_eye.fps", "a number in (0, 240], got -3"),
     ("set", ("cameras.left_eye.fps", 0), "cameras.left_eye.fps", "a number in (0, 240], got 0"),
-    ("set", ("cameras.left_eye.fps", "fast"), "cameras.left_eye.fps", "a number in (0, 240], got 'fast'"),
+    (
+        "set",
+        ("cameras.left_eye.fps", "fast"),
+        "cameras.left_eye.fps",
+        "a number in (0, 240], got 'fast'",
+    ),
     ("set", ("cameras.left_eye.fps", True), "cameras.left_eye.fps", "a number"),
-    ("set", ("cameras.right_eye.resolution", [320]), "cameras.right_eye.resolution", "a list of 2 integers"),
-    ("set", ("cameras.right_eye.resolution", [320.5, 240]), "cameras.right_eye.resolution[0]", "an integer"),
-    ("set", ("cameras.right_eye.resolution", [8, 240]), "cameras.right_eye.resolution[0]", "[16, 4096], got 8"),
-    ("set", ("cameras.right_eye.intrinsics.cx", 400.0), "cameras.right_eye.intrinsics.cx", "[0, 320]"),
-    ("set", ("cameras.right_eye.intrinsics.fx", 0.0), "cameras.right_eye.intrinsics.fx", "(0, 100000]"),
-    ("set", ("cameras.lower_face.infrared", "yes"), "cameras.lower_face.infrared", "true or false"),
-    ("set", ("cameras.lower_face.distortion.model", "fisheye"), "cameras.lower_face.distortion.model", "plumb_bob"),
+    (
+        "set",
+        ("cameras.right_eye.resolution", [320]),
+        "cameras.right_eye.resolution",
+        "a list of 2 integers",
+    ),
+    (
+        "set",
+        ("cameras.right_eye.resolution", [320.5, 240]),
+        "cameras.right_eye.resolution[0]",
+        "an integer",
+    ),
+    (
+        "set",
+        ("cameras.right_eye.resolution", [8, 240]),
+        "cameras.right_eye.resolution[0]",
+        "[16, 4096], got 8",
+    ),
+    (
+        "set",
+        ("cameras.right_eye.intrinsics.cx", 400.0),
+        "cameras.right_eye.intrinsics.cx",
+        "[0, 320]",
+    ),
+    (
+        "set",
+        ("cameras.right_eye.intrinsics.fx", 0.0),
+        "cameras.right_eye.intrinsics.fx",
+        "(0, 100000]",
+    ),
+    (
+        "set",
+        ("cameras.lower_face.infrared", "yes"),
+        "cameras.lower_face.infrared",
+        "true or false",
+    ),
+    (
+        "set",
+        ("cameras.lower_face.distortion.model", "fisheye"),
+        "cameras.lower_face.distortion.model",
+        "plumb_bob",
+    ),
     (
         "set",
         ("cameras.lower_face.distortion.coefficients", [0.1, 0.0, 0.0, 0.0]),
@@ -213,7 +280,9 @@ _BAD: list[tuple[str, Any, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("op", "arg", "key", "expected"), _BAD, ids=[b[2] + ":" + b[3][:12] for b in _BAD])
+@pytest.mark.parametrize(
+    ("op", "arg", "key", "expected"), _BAD, ids=[b[2] + ":" + b[3][:12] for b in _BAD]
+)
 def test_validation_names_file_key_and_expectation(
     tmp_path: Path, generic_dict: dict[str, Any], op: str, arg: Any, key: str, expected: str
 ) -> None:
@@ -252,7 +321,14 @@ def test_rotation_convention() -> None:
     assert np.allclose(rotation_head_from_cam((0, 30, 0))[:, 2], [0, -0.5, math.sqrt(3) / 2])
     assert np.allclose(rotation_head_from_cam((0, 0, 90))[:, 2], [1, 0, 0])
     r = rotation_head_from_cam((10, 20, 30))
-    assert np.allclose(r @ r.T, np.eye(3)) and np.isclose(np.linalg.det(r), 1.0)
+    c, s = math.cos, math.sin
+    a, b, g = (math.radians(v) for v in (10, 20, 30))  # roll, pitch, yaw
+    rx = np.array([[1, 0, 0], [0, c(b), -s(b)], [0, s(b), c(b)]])
+    ry = np.array([[c(g), 0, s(g)], [0, 1, 0], [-s(g), 0, c(g)]])
+    rz = np.array([[c(a), -s(a), 0], [s(a), c(a), 0], [0, 0, 1]])
+    assert np.allclose(r, ry @ rx @ rz)  # the contract's order: yaw after pitch after roll
+    assert np.allclose(r @ r.T, np.eye(3))
+    assert np.isclose(np.linalg.det(r), 1.0)
 
 
 def test_projection_matches_hand_computation() -> None:
@@ -270,7 +346,8 @@ def test_projection_matches_hand_computation() -> None:
     up = _camera(translation_mm=np.array([0.0, 20.0, -40.0]), rotation_deg=(5.0, 30.0, -20.0))
     axis_point = up.translation_mm + 37.0 * up.R_head_from_cam()[:, 2]
     uv, depth = up.project(axis_point)
-    assert np.allclose(uv[0], [160.0, 120.0]) and np.isclose(depth[0], 37.0)
+    assert np.allclose(uv[0], [160.0, 120.0])
+    assert np.isclose(depth[0], 37.0)
 
 
 def test_plumb_bob_distortion_matches_formula() -> None:
@@ -322,25 +399,32 @@ def test_in_view_rejects_behind_and_folded_points() -> None:
     assert 35 < limit < 40  # r(1 - 0.5 r^2) peaks at r = sqrt(2/3), 39.2 deg
     far = np.array([[600.0 * 1.3, 0.0, 0.0]])  # r = 1.3 (52 deg): r - 0.5 r^3 = 0.2
     uv, depth = strong.project(far)
-    assert depth[0] > 0 and 0 <= uv[0, 0] < 320  # folded back into the image ...
+    assert depth[0] > 0
+    assert 0 <= uv[0, 0] < 320
     assert not strong.in_view(far)[0]  # ... but not really seen
 
 
 def test_camera_info_fields() -> None:
     cam = load_calibration(_profile("quest_pro_like")).cameras["left_eye"]
     info = cam.camera_info(1_500_000_123, "le_optical")
-    assert info.header.stamp.sec == 1 and info.header.stamp.nanosec == 500_000_123
+    assert info.header.stamp.sec == 1
+    assert info.header.stamp.nanosec == 500_000_123
     assert info.header.frame_id == "le_optical"
     assert (info.width, info.height) == (400, 400)
     assert info.distortion_model == "plumb_bob"
-    assert info.d == cam.distortion and len(info.d) == 5
+    assert info.d == cam.distortion
+    assert len(info.d) == 5
     assert np.allclose(np.reshape(info.k, (3, 3)), cam.K())
-    assert info.k[2] == cam.cx and info.k[5] == cam.cy and info.k[8] == 1.0
+    assert info.k[2] == cam.cx
+    assert info.k[5] == cam.cy
+    assert info.k[8] == 1.0
     assert np.allclose(np.reshape(info.r, (3, 3)), np.eye(3))
     p = np.reshape(info.p, (3, 4))
-    assert np.allclose(p[:, :3], cam.K()) and np.allclose(p[:, 3], 0)
+    assert np.allclose(p[:, :3], cam.K())
+    assert np.allclose(p[:, 3], 0)
     fish = load_calibration(_profile("vive_focus_like")).cameras["lower_face"].camera_info()
-    assert fish.distortion_model == "equidistant" and len(fish.d) == 4
+    assert fish.distortion_model == "equidistant"
+    assert len(fish.d) == 4
     assert fish.header.frame_id == "revavatar/lower_face"
 
 

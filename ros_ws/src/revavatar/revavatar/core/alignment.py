@@ -98,7 +98,9 @@ class HomographyAligner:
         x0, y0, x1, y1 = self.region.box_px
         w, h = self.region.crop_size
         sx, sy = (x1 - x0) / w, (y1 - y0) / h
-        return np.array([[sx, 0.0, x0 + 0.5 * sx - 0.5], [0.0, sy, y0 + 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+        return np.array(
+            [[sx, 0.0, x0 + 0.5 * sx - 0.5], [0.0, sy, y0 + 0.5 * sy - 0.5], [0.0, 0.0, 1.0]]
+        )
 
     def crop_to_head(self, crop_px: np.ndarray) -> np.ndarray:
         """Crop pixels (N, 2) -> head-frame points (N, 3) on the plane ``z = plane_z_mm``.
@@ -132,7 +134,9 @@ class HomographyAligner:
             ]
         )
         t = self.camera.translation_mm
-        plane = np.array([[1.0, 0.0, -t[0]], [0.0, 1.0, -t[1]], [0.0, 0.0, self.plane_z_mm - t[2]]])
+        plane = np.array(
+            [[1.0, 0.0, -t[0]], [0.0, 1.0, -t[1]], [0.0, 0.0, self.plane_z_mm - t[2]]]
+        )
         hom = self.camera.K() @ self.camera.R_head_from_cam().T @ plane @ c
         if abs(hom[2, 2]) > 1e-12:
             hom = hom / hom[2, 2]
@@ -152,8 +156,8 @@ class HomographyAligner:
         """
         if image.shape[:2] != (self.camera.height, self.camera.width):
             msg = (
-                f"{self.camera.name} frame is {image.shape[1]}x{image.shape[0]} but its calibration "
-                f"says {self.camera.width}x{self.camera.height}"
+                f"{self.camera.name} frame is {image.shape[1]}x{image.shape[0]} but its "
+                f"calibration says {self.camera.width}x{self.camera.height}"
             )
             raise InputError(msg)
         return cv2.remap(
@@ -166,6 +170,11 @@ class HomographyAligner:
         )
 
 
-def build_aligners(calibration: HeadsetCalibration, layout: CanonicalLayout) -> dict[str, HomographyAligner]:
+def build_aligners(
+    calibration: HeadsetCalibration, layout: CanonicalLayout
+) -> dict[str, HomographyAligner]:
     """One aligner per headset camera, each onto the canonical region of the same name."""
-    return {name: HomographyAligner(cam, layout.region(name), layout) for name, cam in calibration.cameras.items()}
+    return {
+        name: HomographyAligner(cam, layout.region(name), layout)
+        for name, cam in calibration.cameras.items()
+    }

@@ -113,19 +113,19 @@ class CameraCalibration:
         object.__setattr__(self, "resolution", tuple(int(v) for v in self.resolution))
         object.__setattr__(self, "distortion", tuple(float(v) for v in self.distortion))
         object.__setattr__(self, "rotation_deg", tuple(float(v) for v in self.rotation_deg))
-        if self.distortion_model not in DISTORTION_MODELS:
-            msg = f"distortion model {self.distortion_model!r}; expected one of {', '.join(DISTORTION_MODELS)}"
-            raise ValueError(msg)
-        if len(self.distortion) != DISTORTION_MODELS[self.distortion_model]:
+        n_coeffs = DISTORTION_MODELS.get(self.distortion_model)
+        if n_coeffs is None or len(self.distortion) != n_coeffs:
             msg = (
-                f"{self.distortion_model} needs {DISTORTION_MODELS[self.distortion_model]} "
-                f"coefficients, got {len(self.distortion)}"
+                f"distortion {self.distortion_model!r} with {len(self.distortion)} coefficients; "
+                f"expected one of {DISTORTION_MODELS} (model: count)"
             )
             raise ValueError(msg)
         rot = rotation_head_from_cam(self.rotation_deg)  # type: ignore[arg-type]
         rot.setflags(write=False)
         object.__setattr__(self, "_R", rot)
-        object.__setattr__(self, "_theta_max", _monotonic_field_angle(self.distortion_model, self.distortion))
+        object.__setattr__(
+            self, "_theta_max", _monotonic_field_angle(self.distortion_model, self.distortion)
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, CameraCalibration):
@@ -242,7 +242,8 @@ class CameraCalibration:
     def camera_info(self, stamp_ns: int = 0, frame_id: str | None = None) -> CameraInfo:
         """The ROS ``CameraInfo`` of this camera (raw, unrectified image).
 
-        ``d`` = coefficients, ``k`` = K row-major, ``r`` = identity (monocular), ``p`` = ``[K | 0]``.
+        ``d`` = coefficients, ``k`` = K row-major, ``r`` = identity (monocular),
+        ``p`` = ``[K | 0]``.
 
         Args:
             stamp_ns: header stamp (ns).
@@ -251,7 +252,9 @@ class CameraCalibration:
         k = tuple(float(v) for v in self.K().ravel())
         p = tuple(float(v) for v in np.hstack([self.K(), np.zeros((3, 1))]).ravel())
         return CameraInfo(
-            header=Header(stamp=Time.from_ns(stamp_ns), frame_id=frame_id or f"revavatar/{self.name}"),
+            header=Header(
+                stamp=Time.from_ns(stamp_ns), frame_id=frame_id or f"revavatar/{self.name}"
+            ),
             height=self.height,
             width=self.width,
             distortion_model=self.distortion_model,
@@ -407,7 +410,9 @@ class _Checker:
         for k in value:
             if k not in allowed:
                 path = f"{key}.{k}" if key else str(k)
-                raise self.fail(path, f"one of the keys {', '.join(allowed)}", _Raw("an unknown key"))
+                raise self.fail(
+                    path, f"one of the keys {', '.join(allowed)}", _Raw("an unknown key")
+                )
         for k in allowed:
             if k not in value:
                 path = f"{key}.{k}" if key else k
@@ -424,12 +429,11 @@ class _Checker:
             raise self.fail(key, "true or false", value)
         return value
 
-    def number(
-        self, value: object, key: str, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False
-    ) -> float:
+    def number(self, value: object, key: str, lo: float, hi: float, **kw: bool) -> float:
+        """One number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``; ``integer`` for ints)."""
+        lo_open, integer = kw.get("lo_open", False), kw.get("integer", False)
         kind = "an integer" if integer else "a number"
-        bounds = f"{'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}]"
-        expected = f"{kind} in {bounds}"
+        expected = f"{kind} in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}]"
         ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok_type:
             raise self.fail(key, expected, value)
@@ -439,14 +443,13 @@ class _Checker:
         return v
 
     def numbers(
-        self, value: object, key: str, n: int, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False
+        self, value: object, key: str, n: int, lo: float, hi: float, **kw: bool
     ) -> tuple[float, ...]:
+        """A list of exactly ``n`` numbers, each checked like :meth:`number`."""
         if not isinstance(value, list) or len(value) != n:
-            kind = "integers" if integer else "numbers"
+            kind = "integers" if kw.get("integer") else "numbers"
             raise self.fail(key, f"a list of {n} {kind}", value)
-        return tuple(
-            self.number(v, f"{key}[{i}]", lo, hi, lo_open=lo_open, integer=integer) for i, v in enumerate(value)
-        )
+        return tuple(self.number(v, f"{key}[{i}]", lo, hi, **kw) for i, v in enumerate(value))
 
 
 class _Raw(str):
@@ -464,7 +467,10 @@ def _fmt(v: float) -> str:
 def _camera(chk: _Checker, raw: object, name: str) -> CameraCalibration:
     key = f"cameras.{name}"
     cam = chk.mapping(raw, key, _CAMERA_KEYS)
-    w, h = (int(v) for v in chk.numbers(cam["resolution"], f"{key}.resolution", 2, 16, 4096, integer=True))
+    w, h = (
+        int(v)
+        for v in chk.numbers(cam["resolution"], f"{key}.resolution", 2, 16, 4096, integer=True)
+    )
     fps = chk.number(cam["fps"], f"{key}.fps", 0, 240, lo_open=True)
     intr = chk.mapping(cam["intrinsics"], f"{key}.intrinsics", _INTRINSIC_KEYS)
     fx = chk.number(intr["fx"], f"{key}.intrinsics.fx", 0, 100_000, lo_open=True)
@@ -481,19 +487,9 @@ def _camera(chk: _Checker, raw: object, name: str) -> CameraCalibration:
     t = chk.numbers(pose["translation_mm"], f"{key}.pose.translation_mm", 3, -1000, 1000)
     rot = chk.numbers(pose["rotation_deg"], f"{key}.pose.rotation_deg", 3, -180, 180)
     infrared = chk.boolean(cam["infrared"], f"{key}.infrared")
+    rotation = (rot[0], rot[1], rot[2])
     return CameraCalibration(
-        name=name,
-        resolution=(w, h),
-        fps=fps,
-        fx=fx,
-        fy=fy,
-        cx=cx,
-        cy=cy,
-        distortion_model=model,
-        distortion=coeffs,
-        translation_mm=np.array(t),
-        rotation_deg=(rot[0], rot[1], rot[2]),
-        infrared=infrared,
+        name, (w, h), fps, fx, fy, cx, cy, model, coeffs, np.array(t), rotation, infrared
     )
 
 
@@ -503,19 +499,24 @@ def _display(chk: _Checker, raw: object) -> DisplayCalibration:
     size = chk.numbers(disp["size_mm"], "display.size_mm", 2, 0, 1000, lo_open=True)
     center = chk.numbers(disp["center_mm"], "display.center_mm", 2, -500, 500)
     dist = chk.number(disp["distance_mm"], "display.distance_mm", 0, 500, lo_open=True)
-    viewer = chk.number(disp["viewer_distance_mm"], "display.viewer_distance_mm", 0, 100_000, lo_open=True)
+    viewer = chk.number(
+        disp["viewer_distance_mm"], "display.viewer_distance_mm", 0, 100_000, lo_open=True
+    )
     if viewer <= dist:
-        raise chk.fail("display.viewer_distance_mm", f"a number > distance_mm ({_fmt(dist)})", disp["viewer_distance_mm"])
+        raise chk.fail(
+            "display.viewer_distance_mm",
+            f"a number > distance_mm ({_fmt(dist)})",
+            disp["viewer_distance_mm"],
+        )
     region = chk.numbers(disp["eye_region"], "display.eye_region", 4, 0, 1)
     if not (region[0] < region[2] and region[1] < region[3]):
-        raise chk.fail("display.eye_region", "[x0, y0, x1, y1] with x0 < x1 and y0 < y1", disp["eye_region"])
+        raise chk.fail(
+            "display.eye_region", "[x0, y0, x1, y1] with x0 < x1 and y0 < y1", disp["eye_region"]
+        )
+    box = (region[0], region[1], region[2], region[3])
+    resolution = (int(res[0]), int(res[1]))
     return DisplayCalibration(
-        resolution=(int(res[0]), int(res[1])),
-        size_mm=(size[0], size[1]),
-        center_mm=(center[0], center[1]),
-        distance_mm=dist,
-        viewer_distance_mm=viewer,
-        eye_region=(region[0], region[1], region[2], region[3]),
+        resolution, (size[0], size[1]), (center[0], center[1]), dist, viewer, box
     )
 
 
@@ -538,9 +539,7 @@ def calibration_from_dict(data: object, source: Path | str = "<memory>") -> Head
     cams_raw = chk.mapping(doc["cameras"], "cameras", CAMERA_NAMES)
     cameras = {n: _camera(chk, cams_raw[n], n) for n in CAMERA_NAMES}
     display = _display(chk, doc["display"])
-    return HeadsetCalibration(
-        name=name, description=doc["description"], cameras=cameras, display=display, source=Path(source)
-    )
+    return HeadsetCalibration(name, doc["description"], cameras, display, Path(source))
 
 
 def load_calibration(path: Path | str) -> HeadsetCalibration:
