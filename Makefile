@@ -26,7 +26,7 @@ test: setup
 
 # colcon and the ament build tooling come from Debian (no ROS distribution needed to build).
 colcon:
-	command -v colcon >/dev/null || (apt-get update -qq && apt-get install -y -qq colcon python3-colcon-common-extensions >/dev/null)
+	command -v colcon >/dev/null || (apt-get update -qq && apt-get install -y -qq colcon >/dev/null)
 	rm -rf $(COLCON_OUT) && mkdir -p $(COLCON_OUT)
 	cd ros_ws && colcon --log-base $(COLCON_OUT)/log build --packages-select revavatar \
 	  --build-base $(COLCON_OUT)/build --install-base $(COLCON_OUT)/install
