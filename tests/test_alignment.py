@@ -103,10 +103,11 @@ def test_wrong_frame_size_raises() -> None:
         aligner.align(np.zeros((480, 640, 3), np.uint8))
 
 
+@pytest.mark.parametrize("face_plane", [False, True])
 @pytest.mark.parametrize("profile", PROFILES)
-def test_rectification_homography_matches_pinhole_grid(profile: str) -> None:
+def test_rectification_homography_matches_pinhole_grid(profile: str, face_plane: bool) -> None:
     for name, cam in load_calibration(ROOT / "calibration" / f"{profile}.yaml").cameras.items():
-        aligner = HomographyAligner(cam, LAYOUT.region(name), LAYOUT)
+        aligner = HomographyAligner(cam, LAYOUT.region(name), LAYOUT, face_plane=face_plane)
         hom = aligner.rectification_homography()
         assert hom.shape == (3, 3)
         assert np.isclose(hom[2, 2], 1.0)
@@ -146,3 +147,18 @@ def test_build_aligners_one_per_camera() -> None:
         assert aligner.camera is cal.cameras[name]
         assert aligner.coverage > 0.9
     assert aligners["lower_face"].coverage == 1.0
+
+
+def test_face_plane_follows_the_region_surface() -> None:
+    cam = _cam("generic", "lower_face")
+    region = LAYOUT.region("lower_face")
+    flat = HomographyAligner(cam, region, LAYOUT)
+    tilted = HomographyAligner(cam, region, LAYOUT, face_plane=True)
+    w, h = region.crop_size
+    corners = np.array([[w / 2, 0.0], [w / 2, h - 1.0]])
+    z_flat, z_face = flat.crop_to_head(corners)[:, 2], tilted.crop_to_head(corners)[:, 2]
+    assert np.allclose(z_flat, 0.0)
+    gx, gy, z0 = region.plane
+    assert gy > 0 and z0 < 0  # the chin recedes, the mouth is in front of the eye plane
+    assert z_face[1] - z_face[0] > 0  # deeper toward the chin
+    assert np.isclose(z_face.mean(), z0, atol=0.5)

@@ -165,3 +165,21 @@ def test_env_var_disables_checks_at_import() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert res.stdout.strip() == "False"
+
+
+def test_invalid_pixels_keep_the_dp() -> None:
+    layout = CanonicalLayout()
+    dp = np.full((256, 256, 3), 90, np.uint8)
+    region = layout.region("left_eye")
+    w, h = region.crop_size
+    crop = np.full((h, w), 200, np.uint8)
+    valid = np.ones((h, w), bool)
+    valid[:, w // 2 :] = False  # the camera does not see the outer half
+    out, mask = composite(dp, {"left_eye": crop}, layout, valid={"left_eye": valid})
+    x0, y0, x1, y1 = region.box_px
+    inner = out[y0:y1, x0 : x0 + (x1 - x0) // 2 - 1]
+    outer = out[y0:y1, x0 + (x1 - x0) // 2 + 1 : x1]
+    assert (np.abs(inner.astype(int) - 200) <= 2).all()
+    assert (outer == 90).all()
+    assert mask[y0:y1, x0 + (x1 - x0) // 2 + 1 : x1].max() == 0
+    assert mask[y0:y1, x0 : x0 + (x1 - x0) // 2 - 1].min() == 255

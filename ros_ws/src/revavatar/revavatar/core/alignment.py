@@ -52,6 +52,7 @@ class HomographyAligner:
         layout: CanonicalLayout,
         *,
         plane_z_mm: float = 0.0,
+        face_plane: bool = False,
         border_value: int = 0,
         interpolation: int = cv2.INTER_LINEAR,
         fixed_point: bool = True,
@@ -62,7 +63,10 @@ class HomographyAligner:
             camera: calibration of the camera whose images will be aligned.
             region: canonical region to produce (its ``box_px`` and ``crop_size``).
             layout: canonical layout that defines the head-frame scale.
-            plane_z_mm: depth of the rectification plane (0 = through the eye centres).
+            plane_z_mm: depth of the rectification plane (0 = through the eye centres), added to
+                the region's mean face plane when ``face_plane`` is set.
+            face_plane: rectify onto the region's mean face plane (``region.plane``, tilted)
+                instead of the frontal plane; what the product's baseline uses.
             border_value: fill for crop pixels outside the camera's view.
             interpolation: cv2 interpolation flag for :func:`cv2.remap`.
             fixed_point: store the grid as fixed-point maps (1/32 px), about twice as fast to
@@ -72,6 +76,7 @@ class HomographyAligner:
         self.region = region
         self.layout = layout
         self.plane_z_mm = float(plane_z_mm)
+        self.plane = region.plane if face_plane else (0.0, 0.0, 0.0)
         self.border_value = int(border_value)
         self.interpolation = int(interpolation)
         w, h = region.crop_size
@@ -103,7 +108,10 @@ class HomographyAligner:
         )
 
     def crop_to_head(self, crop_px: np.ndarray) -> np.ndarray:
-        """Crop pixels (N, 2) -> head-frame points (N, 3) on the plane ``z = plane_z_mm``.
+        """Crop pixels (N, 2) -> head-frame points (N, 3) on the rectification plane.
+
+        The plane is ``z = plane_z_mm + z0 + gx (x - cx) + gy (y - cy)`` with ``(gx, gy, z0) =
+        self.plane`` about the box centre ``(cx, cy)`` (flat ``z = plane_z_mm`` by default).
 
         Crop pixel ``(i, j)`` shows canonical pixel ``x0 + (i + 0.5) * sx - 0.5`` (likewise y),
         the sampling of :meth:`CanonicalLayout.crop_region`, so an aligned crop lines up with a
@@ -112,32 +120,29 @@ class HomographyAligner:
         pts = np.asarray(crop_px, dtype=np.float64).reshape(-1, 2)
         a = self._crop_to_canonical()
         canon = pts @ a[:2, :2].T + a[:2, 2]
-        return self.layout.pixel_to_head(canon, z=self.plane_z_mm)
+        head = self.layout.pixel_to_head(canon, z=self.plane_z_mm)
+        gx, gy, z0 = self.plane
+        if gx or gy or z0:
+            x0, y0, x1, y1 = self.region.box_px
+            cx, cy, _ = self.layout.pixel_to_head(np.array([[(x0 + x1) / 2, (y0 + y1) / 2]]))[0]
+            head[:, 2] += z0 + gx * (head[:, 0] - cx) + gy * (head[:, 1] - cy)
+        return head
 
     def rectification_homography(self) -> np.ndarray:
         """3x3 homography: crop pixel ``(i, j, 1)`` -> UNDISTORTED camera pixel (homogeneous).
 
-        ``H = K @ R.T @ [[1, 0, -tx], [0, 1, -ty], [0, 0, z0 - tz]] @ C`` where ``C`` (3x3 affine)
-        maps crop pixels to head-frame ``(x, y, 1)`` on the plane ``z = z0`` and ``R``, ``t`` are
-        the camera pose. It is the classical plane-induced homography and equals the remap grid
-        exactly when the lens has no distortion; with distortion, apply it to
-        ``cv2.undistort``-ed images (the remap grid already includes the lens). Normalised so that
-        ``H[2, 2] == 1`` when possible.
+        ``H = K @ R.T @ M`` where the columns of ``M`` (3x3) are the head-frame steps of one crop
+        pixel in i and in j and the offset ``X(0, 0) - t`` (``t`` the camera centre): the
+        plane-induced homography, valid because crop pixels map affinely onto the (possibly
+        tilted) plane. It equals the remap grid exactly when the lens has no distortion; with
+        distortion, apply it to ``cv2.undistort``-ed images (the remap grid already includes the
+        lens). Normalised so that ``H[2, 2] == 1`` when possible.
         """
         basis = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
         head = self.crop_to_head(basis)
-        c = np.array(
-            [
-                [head[1, 0] - head[0, 0], head[2, 0] - head[0, 0], head[0, 0]],
-                [head[1, 1] - head[0, 1], head[2, 1] - head[0, 1], head[0, 1]],
-                [0.0, 0.0, 1.0],
-            ]
-        )
         t = self.camera.translation_mm
-        plane = np.array(
-            [[1.0, 0.0, -t[0]], [0.0, 1.0, -t[1]], [0.0, 0.0, self.plane_z_mm - t[2]]]
-        )
-        hom = self.camera.K() @ self.camera.R_head_from_cam().T @ plane @ c
+        m = np.stack([head[1] - head[0], head[2] - head[0], head[0] - t], axis=1)
+        hom = self.camera.K() @ self.camera.R_head_from_cam().T @ m
         if abs(hom[2, 2]) > 1e-12:
             hom = hom / hom[2, 2]
         return hom

@@ -42,6 +42,18 @@ _REGIONS: Final[dict[str, tuple[tuple[float, float, float, float], tuple[int, in
     "lower_face": ((0.20, 0.56, 0.80, 0.96), (192, 128)),
     "eye_band": ((0.12, 0.24, 0.88, 0.58), (194, 87)),
 }
+#: region -> mean face surface over the region as a plane (gx, gy, z0): depth (mm, head frame)
+#: z = z0 + gx * (x - cx) + gy * (y - cy) about the box centre (cx, cy). Medians of least-squares
+#: fits to mediapipe meshes (FaceMesh.from_landmarks) of 152 frames from 15 clips (the demo clip
+#: and 14 of ../shared/data/faces); the eye boxes curve back toward the temples (|gx| ~ 0.65), the
+#: lower face recedes toward the chin (gy ~ 0.33). Used by the homography baseline, which must
+#: pick one plane per region; per-frame spread of z0 is 5-9 mm, the baseline's parallax limit.
+_PLANES: Final[dict[str, tuple[float, float, float]]] = {
+    "right_eye": (-0.62, -0.03, -3.6),
+    "left_eye": (0.66, -0.02, -3.1),
+    "lower_face": (0.01, 0.33, -7.6),
+    "eye_band": (0.0, 0.0, 0.0),
+}
 #: the three regions a headset camera sees, in the order of CAMERA_NAMES
 REGION_NAMES: Final = ("left_eye", "right_eye", "lower_face")
 
@@ -53,6 +65,7 @@ class Region:
     name: str
     box_px: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive) in canonical pixels
     crop_size: tuple[int, int]  # (w, h)
+    plane: tuple[float, float, float] = (0.0, 0.0, 0.0)  # mean face plane (gx, gy, z0 mm)
 
     @property
     def box_size(self) -> tuple[int, int]:
@@ -101,7 +114,9 @@ class CanonicalLayout:
         s = self.size
         box_px = (round(box[0] * s), round(box[1] * s), round(box[2] * s), round(box[3] * s))
         scale = s / 256
-        return Region(name, box_px, (round(crop[0] * scale), round(crop[1] * scale)))
+        return Region(
+            name, box_px, (round(crop[0] * scale), round(crop[1] * scale)), _PLANES[name]
+        )
 
     def regions(self) -> dict[str, Region]:
         """All regions by name."""

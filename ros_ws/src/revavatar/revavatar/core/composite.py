@@ -178,6 +178,7 @@ def composite(
     *,
     feather_px: float = 0.0,
     gray_mode: str = "luma",
+    valid: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Paste aligned crops onto the aligned DP at their canonical region boxes.
 
@@ -194,6 +195,9 @@ def composite(
         layout: the canonical layout the DP is aligned to.
         feather_px: width of the soft border in canonical pixels (0 = hard paste).
         gray_mode: "luma" (crop replaces Y of YCrCb, DP chroma kept) or "gray".
+        valid: optional region name -> bool mask at the crop's size of the pixels its camera
+            actually sees (``HomographyAligner.valid_mask``); elsewhere the DP is kept, so the
+            black border of an oblique camera is never pasted onto the face.
 
     Returns:
         ``(bgr, mask)``: the composite uint8 (size, size, 3) and the uint8 (size, size) mask of
@@ -215,9 +219,16 @@ def composite(
     binary = np.zeros((size, size), np.uint8)
     for name, crop in crops.items():
         box = layout.region(name).box_px
+        x0, y0, x1, y1 = (max(v, 0) for v in box)
+        if valid is not None and name in valid:
+            seen = _resize_to(valid[name].astype(np.uint8), (x1 - x0, y1 - y0)) > 0
+            before = layer[y0:y1, x0:x1].copy()
+            paste_region(layer, crop, box, gray_mode=gray_mode)
+            layer[y0:y1, x0:x1][~seen] = before[~seen]
+            binary[y0:y1, x0:x1] |= seen.astype(np.uint8)
+            continue
         paste_region(layer, crop, box, gray_mode=gray_mode)
-        x0, y0, x1, y1 = box
-        binary[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 1
+        binary[y0:y1, x0:x1] = 1
     if feather_px <= 0:
         return layer, binary * np.uint8(255)
     alpha = feathered_alpha(binary, feather_px)

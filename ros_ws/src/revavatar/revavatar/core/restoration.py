@@ -104,6 +104,7 @@ class PasteRestorer:
         *,
         feather_px: float = 0.0,
         gray_mode: str = "luma",
+        valid: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """Bind a restorer to one enrolled wearer.
 
@@ -112,6 +113,7 @@ class PasteRestorer:
             layout: the canonical layout the DP and crops share.
             feather_px: soft paste border (canonical px), see :func:`composite.composite`.
             gray_mode: how gray crops enter the colour DP, see :func:`composite.composite`.
+            valid: per-region masks of the crop pixels the cameras see (None: all).
 
         Raises:
             ShapeError: the profile's DP is not uint8 (size, size, 3) of ``layout``.
@@ -121,6 +123,7 @@ class PasteRestorer:
         self.layout = layout
         self.feather_px = float(feather_px)
         self.gray_mode = gray_mode
+        self.valid = dict(valid) if valid is not None else None
 
     def composite(self, crops: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Hard (or feathered) composite of ``crops`` on the DP: ``(bgr, mask)``."""
@@ -130,6 +133,7 @@ class PasteRestorer:
             self.layout,
             feather_px=self.feather_px,
             gray_mode=self.gray_mode,
+            valid=self.valid,
         )
 
     def restore(self, crops: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -148,13 +152,14 @@ class PoissonRestorer(PasteRestorer):
         layout: CanonicalLayout,
         *,
         gray_mode: str = "luma",
+        valid: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """Bind a restorer to one enrolled wearer (see :class:`PasteRestorer`).
 
         No feather option: the Poisson solve already makes the border continuous, and a feathered
         source would only blur the crop's own gradients near the edge.
         """
-        super().__init__(profile, layout, feather_px=0.0, gray_mode=gray_mode)
+        super().__init__(profile, layout, feather_px=0.0, gray_mode=gray_mode, valid=valid)
 
     def restore(self, crops: Mapping[str, np.ndarray]) -> np.ndarray:
         """Crops by region name -> the Poisson-blended face, uint8 BGR (size, size, 3)."""

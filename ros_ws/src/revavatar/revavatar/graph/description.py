@@ -269,6 +269,7 @@ STAGE_KINDS: Final[dict[str, StageKind]] = {
             "restored": PortSpec(_IMAGE, "restored canonical face, bgr8"),
         },
         parameters=(
+            _CALIB,
             ParamSpec("profile", "string", "", "enrollment profile directory (dp.png, ...)"),
             ParamSpec(
                 "method", "string", "paste+poisson",
@@ -366,8 +367,8 @@ def headset_graph(
         "restoration", "restoration",
         {f"{cam}/aligned": f"/revavatar/{cam}/aligned" for cam in CAMERA_NAMES},
         {"composite": "/revavatar/face/composite", "restored": "/revavatar/face/restored"},
-        {"profile": str(profile_dir or ""), "method": restorer, "layout_size": layout_size,
-         "slop_ms": slop_ms, **common},
+        {"calibration": calib, "profile": str(profile_dir or ""), "method": restorer,
+         "layout_size": layout_size, "slop_ms": slop_ms, **common},
     ))
     nodes.append(_node(
         "display", "display",

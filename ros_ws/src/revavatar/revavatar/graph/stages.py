@@ -204,7 +204,7 @@ class CameraSource(_Base):
 def _homography(camera: CameraCalibration, region: Region, layout: CanonicalLayout) -> Any:
     from revavatar.core.alignment import HomographyAligner  # noqa: PLC0415 - lazy registry
 
-    return HomographyAligner(camera, region, layout)
+    return HomographyAligner(camera, region, layout, face_plane=True)
 
 
 #: aligner name -> factory(camera, region, layout); a trained aligner registers here.
@@ -212,19 +212,36 @@ ALIGNERS: Final[dict[str, Callable[..., Any]]] = {"homography": _homography}
 
 
 def _restorer(name: str) -> Callable[..., Any]:
-    def make(profile: Any, layout: CanonicalLayout) -> Any:
+    def make(profile: Any, layout: CanonicalLayout, valid: Any = None) -> Any:
         from revavatar.core.restoration import RESTORERS as CORE  # noqa: PLC0415, N811
 
-        return CORE[name](profile, layout)
+        return CORE[name](profile, layout, valid=valid)
 
     return make
 
 
-#: restorer name -> factory(profile, layout); a learned restorer registers here.
+#: restorer name -> factory(profile, layout, valid); a learned restorer registers here.
 RESTORERS: Final[dict[str, Callable[..., Any]]] = {
     "paste+poisson": _restorer("paste+poisson"),
     "paste": _restorer("paste"),
 }
+
+
+def camera_visibility(
+    calibration: HeadsetCalibration, layout: CanonicalLayout
+) -> dict[str, np.ndarray]:
+    """Per region, the crop pixels its camera can see at all (a property of the headset).
+
+    Pixels a camera cannot image carry no information whatever aligner ran, so the restorer keeps
+    the DP there instead of pasting a black border onto the face.
+    """
+    from revavatar.core.alignment import HomographyAligner  # noqa: PLC0415
+
+    return {
+        cam: HomographyAligner(calibration.camera(cam), layout.region(cam), layout,
+                               face_plane=True).valid_mask
+        for cam in CAMERA_NAMES
+    }
 
 
 def _lookup(registry: Mapping[str, Any], key: str, what: str) -> Any:
@@ -264,10 +281,12 @@ class RestorationStage(_Base):
     def __init__(
         self, profile: Any, layout: CanonicalLayout, method: str = "paste+poisson", *,
         slop_ns: int = 20_000_000, queue_size: int = 5, name: str = "restoration",
+        calibration: HeadsetCalibration | None = None,
     ) -> None:
         super().__init__(name)
         self.layout = layout
-        self.restorer = _lookup(RESTORERS, method, "restorer")(profile, layout)
+        valid = camera_visibility(calibration, layout) if calibration is not None else None
+        self.restorer = _lookup(RESTORERS, method, "restorer")(profile, layout, valid)
         self.method = str(getattr(self.restorer, "method", method))
         self.ports = tuple(f"{cam}/aligned" for cam in CAMERA_NAMES)
         self.sync = ApproximateTimeSynchronizer(len(self.ports), queue_size, slop_ns)
@@ -339,9 +358,10 @@ def _build_restoration(name: str, p: Mapping[str, Any]) -> RestorationStage:
         msg = "restoration needs an enrollment profile directory (parameter 'profile' is empty)"
         raise InputError(msg)
     profile = Profile.load(Path(p["profile"]))
+    calibration = _calibration(p) if p.get("calibration") else None
     return RestorationStage(
         profile, _layout(p), p["method"], slop_ns=round(float(p["slop_ms"]) * 1e6),
-        queue_size=sync_queue_size(int(p["queue_depth"])), name=name,
+        queue_size=sync_queue_size(int(p["queue_depth"])), name=name, calibration=calibration,
     )
 
 
