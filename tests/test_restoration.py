@@ -66,7 +66,11 @@ def _edge_jump(img: np.ndarray, dp: np.ndarray) -> float:
 
 
 def test_registry_and_methods() -> None:
-    assert RESTORERS == {"paste": PasteRestorer, "paste+poisson": PoissonRestorer}
+    from revavatar.core.onnx_restorer import OnnxRestorer
+
+    assert RESTORERS == {
+        "paste": PasteRestorer, "paste+poisson": PoissonRestorer, "ours": OnnxRestorer
+    }
     dp = _smooth_face()
     assert create_restorer("paste", _Profile(dp), LAYOUT).method == "paste"
     assert create_restorer("paste+poisson", _Profile(dp), LAYOUT).method == "paste+poisson"

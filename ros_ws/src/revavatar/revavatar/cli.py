@@ -135,8 +135,40 @@ def _cmd_vrface_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (exposed for docs and tests)."""
+#: (group, command) -> (module with add_arguments/run_from_args, help). Imported only when the
+#: command is invoked: these pull in torch, which every other command can do without.
+_LEARNING: dict[tuple[str, str], tuple[str, str]] = {
+    ("train", "align"): ("revavatar.learning.train_align", "train an aligner (CycleGAN / AE)"),
+    ("train", "restore"): ("revavatar.learning.train_restore", "train the restoration model"),
+    ("eval", "align"): ("revavatar.learning.eval_align", "evaluate the aligners"),
+    ("eval", "restore"): ("revavatar.learning.eval_restore", "evaluate the restorers"),
+}
+
+
+def _cmd_learning(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(_LEARNING[(args.command, args.learning_command)][0])
+    module.run_from_args(args)
+    return 0
+
+
+def _add_learning(sub: argparse._SubParsersAction, argv: Sequence[str]) -> None:
+    import importlib
+
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for (group, command), (module_name, text) in _LEARNING.items():
+        if group not in groups:
+            g = sub.add_parser(group, help=f"{group} a model")
+            groups[group] = g.add_subparsers(dest="learning_command", required=True)
+        p = groups[group].add_parser(command, help=text)
+        if list(argv[:2]) == [group, command]:
+            importlib.import_module(module_name).add_arguments(p)
+        p.set_defaults(func=_cmd_learning)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The argument parser; the learning commands get their options only when ``argv`` names them."""
     parser = argparse.ArgumentParser(prog="revavatar", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -190,12 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(b)
     b.set_defaults(func=_cmd_vrface_build)
+    _add_learning(sub, argv)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

@@ -66,6 +66,8 @@ class OnnxRestorer:
         model_dir: folder with ``model.onnx`` and ``config.json`` (default
             :func:`default_model_dir`).
         threads: onnxruntime intra-op threads (2 = the headset budget).
+        valid: per-region masks of the crop pixels the cameras see (None: all); elsewhere the
+            composite keeps the DP, as in training, where every pasted pixel is real.
 
     Raises:
         ModelLoadError: model folder, graph or config missing/invalid.
@@ -76,7 +78,8 @@ class OnnxRestorer:
     method: str = "ours"
 
     def __init__(self, profile: _HasDP, layout: CanonicalLayout,
-                 model_dir: str | Path | None = None, threads: int = 2) -> None:
+                 model_dir: str | Path | None = None, threads: int = 2,
+                 valid: Mapping[str, np.ndarray] | None = None) -> None:
         check_image(profile.dp, "profile.dp", size=(layout.size, layout.size), channels=(3,))
         self.profile, self.layout = profile, layout
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
@@ -91,10 +94,17 @@ class OnnxRestorer:
         self.session = _session(self.model_dir / "model.onnx", threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self._z = _to_input(profile.dp, self.size)
+        self.valid = dict(valid) if valid is not None else None
+
+    def set_dp(self, dp: np.ndarray) -> None:
+        """Switch to another wearer's DP (the composite canvas and the reference input)."""
+        check_image(dp, "dp", size=(self.layout.size, self.layout.size), channels=(3,))
+        self.profile = type("DP", (), {"dp": dp})()
+        self._z = _to_input(dp, self.size)
 
     def composite(self, crops: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Hard composite of ``crops`` on the DP: ``(bgr, mask)`` (the network's input)."""
-        return composite(self.profile.dp, crops, self.layout)
+        return composite(self.profile.dp, crops, self.layout, valid=self.valid)
 
     def restore_composite(self, x_bgr: np.ndarray) -> np.ndarray:
         """Run the network on a ready composite (uint8 BGR (size, size, 3)) -> restored face."""

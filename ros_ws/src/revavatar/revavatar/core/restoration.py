@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from revavatar.core.composite import check_image, checks_enabled, composite
+from revavatar.core.onnx_restorer import OnnxRestorer
 
 if TYPE_CHECKING:
     from revavatar.core.canonical import CanonicalLayout
@@ -170,14 +171,16 @@ class PoissonRestorer(PasteRestorer):
         return out
 
 
-#: Classical restorers by method name (the learned ones register elsewhere).
-RESTORERS: Final[dict[str, type[PasteRestorer]]] = {
+#: Restorers by method name: the classical ones and the learned one ("ours": the exported
+#: reference-guided network run by onnxruntime, models/restore_ours by default).
+RESTORERS: Final[dict[str, type[PasteRestorer] | type[OnnxRestorer]]] = {
     "paste": PasteRestorer,
     "paste+poisson": PoissonRestorer,
+    "ours": OnnxRestorer,
 }
 
 
-def create_restorer(name: str, profile: _HasDP, layout: CanonicalLayout) -> PasteRestorer:
+def create_restorer(name: str, profile: _HasDP, layout: CanonicalLayout) -> Restorer:
     """Build the restorer registered as ``name``.
 
     Raises:

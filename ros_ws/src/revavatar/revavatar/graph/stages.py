@@ -207,8 +207,23 @@ def _homography(camera: CameraCalibration, region: Region, layout: CanonicalLayo
     return HomographyAligner(camera, region, layout, face_plane=True)
 
 
+def _learned(method: str) -> Callable[..., Any]:
+    """Factory of a trained ONNX aligner (models/align[_ae]_<region>/, onnxruntime, no torch)."""
+
+    def make(camera: CameraCalibration, region: Region, layout: CanonicalLayout) -> Any:
+        from revavatar.core.onnx_aligner import aligner_factory  # noqa: PLC0415 - lazy registry
+
+        return aligner_factory(method)(camera, region, layout)
+
+    return make
+
+
 #: aligner name -> factory(camera, region, layout); a trained aligner registers here.
-ALIGNERS: Final[dict[str, Callable[..., Any]]] = {"homography": _homography}
+ALIGNERS: Final[dict[str, Callable[..., Any]]] = {
+    "homography": _homography,
+    "cyclegan": _learned("cyclegan"),
+    "autoencoder": _learned("autoencoder"),
+}
 
 
 def _restorer(name: str) -> Callable[..., Any]:
@@ -224,6 +239,7 @@ def _restorer(name: str) -> Callable[..., Any]:
 RESTORERS: Final[dict[str, Callable[..., Any]]] = {
     "paste+poisson": _restorer("paste+poisson"),
     "paste": _restorer("paste"),
+    "ours": _restorer("ours"),
 }
 
 

@@ -1,0 +1,174 @@
+"""Learned aligner at run time: a trained CycleGAN (or auto-encoder) generator under onnxruntime.
+
+The alignment node must not import torch (start-up time, memory, and the headset has no use
+for autograd), so trained aligners ship as ONNX (``models/align_<region>/model.onnx`` with its
+``card.json``) and run here through onnxruntime with explicit providers and two threads. The
+card says how the network's input is made: ``rectified`` applies the calibrated homography grid
+of :class:`~revavatar.core.alignment.HomographyAligner` first (what the models were trained on),
+``resize`` just resizes the raw frame to the crop size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import cv2
+import numpy as np
+
+from revavatar.errors import BackendUnavailableError, InputError, ModelLoadError
+
+if TYPE_CHECKING:
+    from revavatar.core.calibration import CameraCalibration
+    from revavatar.core.canonical import CanonicalLayout, Region
+
+__all__ = ["MODEL_PREFIXES", "OnnxAligner", "aligner_factory", "default_model_dir"]
+
+#: aligner method -> model folder prefix under models/
+MODEL_PREFIXES: Final = {"cyclegan": "align_", "autoencoder": "align_ae_"}
+
+
+def default_model_dir(method: str, region: str) -> Path:
+    """``$REVAVATAR_MODELS/<prefix><region>`` or, by default, ``<project>/models/<prefix><region>``.
+
+    Raises:
+        ValueError: unknown method.
+    """
+    if method not in MODEL_PREFIXES:
+        msg = f"unknown learned aligner {method!r}; expected one of {', '.join(MODEL_PREFIXES)}"
+        raise ValueError(msg)
+    root = os.environ.get("REVAVATAR_MODELS")
+    base = Path(root) if root else Path(__file__).resolve().parents[5] / "models"
+    return base / f"{MODEL_PREFIXES[method]}{region}"
+
+
+class OnnxAligner:
+    """Headset camera frame -> canonical region crop with a trained generator.
+
+    Args:
+        region: ``left_eye`` | ``right_eye`` | ``lower_face`` (must match the model's card).
+        model_dir: folder with ``model.onnx`` and ``card.json``.
+        camera: the camera's calibration; required for models with ``input_mode: rectified``.
+        layout: canonical layout (default 256, the training layout).
+        threads: onnxruntime intra-op threads.
+        providers: onnxruntime execution providers.
+
+    Attributes:
+        method: ``"cyclegan"`` or ``"autoencoder"`` (from the card).
+        channels: 1 (gray crops from IR cameras) or 3 (BGR).
+
+    Raises:
+        ModelLoadError: missing or mismatched model files.
+        BackendUnavailableError: onnxruntime is not installed.
+        ValueError: a rectified model without a camera calibration.
+    """
+
+    def __init__(self, region: str, model_dir: str | Path, camera: CameraCalibration | None = None,
+                 layout: CanonicalLayout | None = None, *, threads: int = 2,
+                 providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+        from revavatar.core.canonical import CanonicalLayout  # noqa: PLC0415
+
+        self.model_dir = Path(model_dir)
+        try:
+            card = json.loads((self.model_dir / "card.json").read_text())
+            cfg = card["config"]
+        except (OSError, ValueError, KeyError) as err:
+            msg = f"{self.model_dir}: no readable card.json for a trained aligner ({err})"
+            raise ModelLoadError(msg) from err
+        if card.get("region") != region:
+            msg = f"{self.model_dir} holds a {card.get('region')} aligner, not {region}"
+            raise ModelLoadError(msg)
+        self.method: str = str(card["method"])
+        self.region_name = region
+        self.channels = int(cfg["channels"])
+        self.crop_size = (int(cfg["crop_size"][0]), int(cfg["crop_size"][1]))
+        self.input_mode = str(cfg.get("input_mode", "resize"))
+        self.layout = layout or CanonicalLayout(256)
+        self.region: Region = self.layout.region(region)
+        if self.region.crop_size != self.crop_size:
+            msg = (f"{self.model_dir}: model crop {self.crop_size} != layout crop "
+                   f"{self.region.crop_size}; use the layout the model was trained at")
+            raise ModelLoadError(msg)
+        self.camera = camera
+        self._rectifier: Any = None
+        if self.input_mode == "rectified":
+            if camera is None:
+                msg = f"{self.model_dir}: a rectified-input aligner needs the camera calibration"
+                raise ValueError(msg)
+            from revavatar.core.alignment import HomographyAligner  # noqa: PLC0415
+
+            self._rectifier = HomographyAligner(camera, self.region, self.layout)
+        self._session = _session(self.model_dir / "model.onnx", threads, providers)
+        self._input = self._session.get_inputs()[0].name
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Raw frame -> the network's input image (crop size, the model's channel count)."""
+        img = np.asarray(image)
+        if self.channels == 1 and img.ndim == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        elif self.channels == 3 and img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        if self._rectifier is not None:
+            return self._rectifier.align(img)
+        return cv2.resize(img, self.crop_size, interpolation=cv2.INTER_AREA)
+
+    def align(self, image: np.ndarray) -> np.ndarray:
+        """Align one camera frame.
+
+        Args:
+            image: uint8 gray (H, W) or BGR (H, W, 3) camera frame (calibrated resolution for
+                rectified models).
+
+        Returns:
+            uint8 crop (h, w) for 1-channel models, (h, w, 3) BGR otherwise.
+
+        Raises:
+            InputError: not a uint8 image, or a frame size the calibration does not have.
+        """
+        if np.asarray(image).dtype != np.uint8 or np.asarray(image).ndim not in (2, 3):
+            msg = f"expected a uint8 camera frame, got {np.asarray(image).dtype} {np.shape(image)}"
+            raise InputError(msg)
+        return self.align_batch([image])[0]
+
+    def align_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Align several frames in one onnxruntime call (evaluation)."""
+        prep = [self.prepare(im) for im in images]
+        x = np.stack([p[None] if p.ndim == 2 else p.transpose(2, 0, 1) for p in prep])
+        x = x.astype(np.float32) / 127.5 - 1.0
+        y = self._session.run(None, {self._input: x})[0]
+        out = np.clip(np.rint((np.clip(y, -1.0, 1.0) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+        return [o[0] if o.shape[0] == 1 else np.ascontiguousarray(o.transpose(1, 2, 0))
+                for o in out]
+
+
+def _session(path: Path, threads: int, providers: Sequence[str]) -> Any:
+    try:
+        import onnxruntime as ort  # noqa: PLC0415
+    except ImportError as err:
+        msg = f"onnxruntime unavailable ({err}); install it with `pip install onnxruntime`"
+        raise BackendUnavailableError(msg) from err
+    if not path.is_file():
+        msg = f"ONNX model not found: {path}"
+        raise ModelLoadError(msg)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), opts, providers=list(providers))
+    except Exception as err:  # onnxruntime raises untyped errors
+        msg = f"{path}: cannot load ONNX model ({type(err).__name__}: {err})"
+        raise ModelLoadError(msg) from err
+
+
+def aligner_factory(method: str) -> Callable[[CameraCalibration, Region, CanonicalLayout],
+                                             OnnxAligner]:
+    """A factory(camera, region, layout) for :data:`revavatar.graph.stages.ALIGNERS`, loading
+    the trained model of ``method`` from :func:`default_model_dir`."""
+    def make(camera: CameraCalibration, region: Region, layout: CanonicalLayout) -> OnnxAligner:
+        return OnnxAligner(region.name, default_model_dir(method, region.name), camera, layout)
+
+    return make

@@ -1,0 +1,321 @@
+"""Learned aligners (paper section 4.1): one CycleGAN per region, and the auto-encoder ablation.
+
+``cyclegan``: generator ``G`` (headset view -> frontal crop) and ``F`` (frontal -> view), 70x70
+PatchGAN discriminators ``D_t`` (frontal crops) and ``D_v`` (views), least-squares GAN loss,
+cycle (``F(G(v)) ~ v``, ``G(F(t)) ~ t``) and identity (``G(t) ~ t``, ``F(v) ~ v``) losses, as in
+Zhu et al. 2017. The paper trains it unpaired; VR-Face gives us pairs, so ``G`` also gets a paired
+L1 + LPIPS term (``lambda_l1``, ``lambda_lpips``; set both to 0 for the unpaired original).
+``autoencoder``: the paper's ablation, a plain bottleneck auto-encoder trained on the same pairs
+with L1 + LPIPS only.
+
+Real time shapes the generator: the three crops must align in well under 20 ms on two CPU
+threads (onnxruntime), so ``G`` is a ResNet generator sized to ~0.3-0.7 GMAC per crop (ngf 16,
+two downsamplings, channel cap 48, 4 residual blocks) rather than CycleGAN's 11 M-parameter
+ResNet-9. By default its input is the calibrated homography rectification of the frame
+(``input_mode="rectified"``) and it is residual, so it learns the correction the plane
+approximation needs (parallax of lids and eyeball, lens effects, IR, blur) instead of the whole
+warp; see :class:`revavatar.learning.data.AlignmentPairs`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Final
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from revavatar.learning.networks import GANLoss, define_discriminator, define_generator
+from revavatar.learning.trainer import autocast
+
+__all__ = ["KINDS", "AlignModelConfig", "AlignmentModel", "export_aligner", "load_generator",
+           "lpips_input", "write_card"]
+
+#: model kinds (the ``method`` a trained aligner reports)
+KINDS: Final = ("cyclegan", "autoencoder")
+
+
+@dataclass(frozen=True)
+class AlignModelConfig:
+    """Architecture and loss weights of one region's aligner (saved with every checkpoint)."""
+
+    region: str
+    kind: str = "cyclegan"
+    channels: int = 1  # 1 for the IR eye cameras, 3 for the colour lower-face camera
+    crop_size: tuple[int, int] = (128, 96)  # (w, h)
+    input_mode: str = "rectified"
+    ngf: int = 16
+    n_down: int = 2
+    n_blocks: int = 4
+    max_ch: int = 48
+    residual: bool = True
+    ae_ngf: int = 24  # autoencoder width and depth (bottleneck at 1/16)
+    ae_down: int = 4
+    ndf: int = 16
+    lr: float = 2e-4
+    beta1: float = 0.5
+    lambda_gan: float = 1.0
+    lambda_cycle: float = 10.0
+    lambda_idt: float = 0.5  # times lambda_cycle, as in CycleGAN
+    lambda_l1: float = 10.0
+    lambda_lpips: float = 1.0
+    gan_mode: str = "lsgan"
+    bf16: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            msg = f"unknown aligner kind {self.kind!r}; expected one of {', '.join(KINDS)}"
+            raise ValueError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        d = asdict(self)
+        d["crop_size"] = list(self.crop_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AlignModelConfig:
+        """Inverse of :meth:`to_dict` (unknown keys are an error)."""
+        d = dict(d)
+        d["crop_size"] = tuple(d.get("crop_size", (128, 96)))
+        return cls(**d)
+
+    def with_(self, **kw: Any) -> AlignModelConfig:
+        """A copy with some fields changed."""
+        return replace(self, **kw)
+
+
+def lpips_input(x: torch.Tensor) -> torch.Tensor:
+    """Our (N, 1|3, H, W) BGR/gray tensors -> the (N, 3, H, W) RGB LPIPS expects."""
+    return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x.flip(1)
+
+
+class AlignmentModel(nn.Module):
+    """Networks, optimizers and one training step of a region's aligner.
+
+    Args:
+        config: architecture and loss weights.
+        lpips: a frozen LPIPS module (``load_lpips("alex")``), or None to drop the LPIPS term
+            (tests).
+    """
+
+    def __init__(self, config: AlignModelConfig, lpips: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = c = config
+        if c.kind == "cyclegan":
+            gen = {"ngf": c.ngf, "n_down": c.n_down, "n_blocks": c.n_blocks, "max_ch": c.max_ch,
+                   "residual": c.residual, "in_ch": c.channels, "out_ch": c.channels}
+            self.G = define_generator("resnet", **gen)
+            self.F = define_generator("resnet", **gen)
+            self.D_t = define_discriminator("patchgan70", in_ch=c.channels, ndf=c.ndf)
+            self.D_v = define_discriminator("patchgan70", in_ch=c.channels, ndf=c.ndf)
+        else:
+            self.G = define_generator("autoencoder", in_ch=c.channels, out_ch=c.channels,
+                                      ngf=c.ae_ngf, n_down=c.ae_down)
+        self.lpips = lpips
+        self.gan = GANLoss(c.gan_mode)
+        betas = (c.beta1, 0.999)
+        if c.kind == "cyclegan":
+            self.opt_g = torch.optim.Adam([*self.G.parameters(), *self.F.parameters()], c.lr,
+                                          betas=betas)
+            self.opt_d = torch.optim.Adam([*self.D_t.parameters(), *self.D_v.parameters()],
+                                          c.lr, betas=betas)
+        else:
+            self.opt_g = torch.optim.Adam(self.G.parameters(), c.lr, betas=(0.9, 0.999))
+
+    # -- checkpoint plumbing -----------------------------------------------------------------
+    def trainable(self) -> dict[str, nn.Module]:
+        """The modules a checkpoint stores (LPIPS is frozen and loaded separately)."""
+        names = ("G", "F", "D_t", "D_v") if self.config.kind == "cyclegan" else ("G",)
+        return {n: getattr(self, n) for n in names}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers a checkpoint stores."""
+        opts = {"opt_g": self.opt_g}
+        if self.config.kind == "cyclegan":
+            opts["opt_d"] = self.opt_d
+        return opts
+
+    def set_lr(self, lr: float) -> None:
+        """Set the learning rate of every optimizer (linear decay in the trainer)."""
+        for opt in self.optimizers().values():
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    # -- losses ------------------------------------------------------------------------------
+    def _paired(self, fake: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        c = self.config
+        out = {"l1": F.l1_loss(fake.float(), target)}
+        if self.lpips is not None and c.lambda_lpips > 0:
+            out["lpips"] = self.lpips(lpips_input(fake), lpips_input(target)).mean()
+        return out
+
+    def forward(self, view: torch.Tensor) -> torch.Tensor:
+        """Aligned crop for a batch of model inputs (the deployed path)."""
+        return self.G(view)
+
+    def train_step(self, view: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        """One optimisation step on a batch; returns the losses (floats)."""
+        self.train()
+        if self.config.kind == "autoencoder":
+            return self._step_ae(view, target)
+        return self._step_cyclegan(view, target)
+
+    def _step_ae(self, view: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        c = self.config
+        with autocast(c.bf16):
+            fake = self.G(view)
+            terms = self._paired(fake, target)
+        loss = c.lambda_l1 * terms["l1"] + c.lambda_lpips * terms.get("lpips", 0.0)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        return {"total": float(loss), **{k: float(v) for k, v in terms.items()}}
+
+    def _step_cyclegan(self, view: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        c = self.config
+        lam_idt = c.lambda_cycle * c.lambda_idt
+        discs = (self.D_t, self.D_v)
+        for d in discs:
+            d.requires_grad_(False)
+        with autocast(c.bf16):
+            fake_t = self.G(view)
+            fake_v = self.F(target)
+            rec_v = self.F(fake_t)
+            rec_t = self.G(fake_v)
+            g_gan = self.gan(self.D_t(fake_t), True, False) + self.gan(self.D_v(fake_v), True,
+                                                                       False)
+            cyc = F.l1_loss(rec_v.float(), view) + F.l1_loss(rec_t.float(), target)
+            terms: dict[str, torch.Tensor] = {"g_gan": g_gan, "cycle": cyc}
+            if lam_idt > 0:
+                terms["idt"] = (F.l1_loss(self.G(target).float(), target)
+                                + F.l1_loss(self.F(view).float(), view))
+            if c.lambda_l1 > 0 or c.lambda_lpips > 0:
+                terms.update(self._paired(fake_t, target))
+        loss_g = (c.lambda_gan * g_gan + c.lambda_cycle * cyc + lam_idt * terms.get("idt", 0.0)
+                  + c.lambda_l1 * terms.get("l1", 0.0) + c.lambda_lpips * terms.get("lpips", 0.0))
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        for d in discs:
+            d.requires_grad_(True)
+        with autocast(c.bf16):
+            d_t = 0.5 * (self.gan(self.D_t(target), True) + self.gan(self.D_t(fake_t.detach()),
+                                                                      False))
+            d_v = 0.5 * (self.gan(self.D_v(view), True) + self.gan(self.D_v(fake_v.detach()),
+                                                                    False))
+        loss_d = d_t + d_v
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        out = {"total": float(loss_g), "d": float(loss_d)}
+        out.update({k: float(v) for k, v in terms.items()})
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, view: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        """Paired L1 (and LPIPS) of ``G`` on a batch, in eval mode, fp32."""
+        self.eval()
+        fake = self.G(view)
+        return {k: float(v) for k, v in self._paired(fake, target).items()}
+
+
+def export_aligner(model: AlignmentModel, out: str | Path, meta: dict[str, Any]) -> Path:
+    """Write the deployable aligner: ``weights.safetensors`` (G only), ``model.onnx`` (input
+    ``view``, output ``aligned``, dynamic batch, checked against torch), ``card.json`` and
+    ``README.md`` (the model card: data, resolution, steps, wall time, command, metrics)."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    from revavatar.learning.export import export_onnx  # noqa: PLC0415
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    c = model.config
+    g = model.G.eval()
+    save_file({k: v.detach().contiguous() for k, v in g.state_dict().items()},
+              str(out / "weights.safetensors"))
+    w, h = c.crop_size
+    example = torch.zeros(1, c.channels, h, w).uniform_(-1, 1)
+    diff = export_onnx(g, example, out / "model.onnx", ["view"], ["aligned"])
+    card = {"method": c.kind, "region": c.region, "config": c.to_dict(),
+            "params_G": sum(p.numel() for p in g.parameters()), "onnx_max_abs_diff": diff,
+            **meta}
+    old = out / "card.json"
+    if old.is_file():  # keep metrics an earlier eval wrote
+        card.setdefault("metrics", json.loads(old.read_text()).get("metrics"))
+    (out / "card.json").write_text(json.dumps(card, indent=1))
+    write_card(out)
+    return out
+
+
+def load_generator(model_dir: str | Path) -> tuple[nn.Module, AlignModelConfig]:
+    """The torch generator of an exported aligner (for benchmarks and tests), in eval mode.
+
+    Raises:
+        ModelLoadError: card or weights missing or not fitting the architecture.
+    """
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    from revavatar.errors import ModelLoadError  # noqa: PLC0415
+
+    d = Path(model_dir)
+    try:
+        card = json.loads((d / "card.json").read_text())
+        config = AlignModelConfig.from_dict(card["config"])
+        model = AlignmentModel(config)
+        model.G.load_state_dict(load_file(str(d / "weights.safetensors")), strict=True)
+    except (OSError, KeyError, ValueError, RuntimeError) as err:
+        msg = f"{d}: cannot load the aligner ({type(err).__name__}: {err})"
+        raise ModelLoadError(msg) from err
+    return model.G.eval(), config
+
+
+def write_card(out: str | Path) -> Path:
+    """Render ``README.md`` (the model card) from ``card.json``."""
+    out = Path(out)
+    card = json.loads((out / "card.json").read_text())
+    c = card["config"]
+    lines = [
+        f"# {card['method']} aligner: {card['region']}", "",
+        f"- Task: headset camera frame -> frontal canonical `{card['region']}` crop "
+        f"({c['crop_size'][0]}x{c['crop_size'][1]} px at canonical layout 256, "
+        f"{'1 channel (IR, gray)' if c['channels'] == 1 else '3 channels (BGR)'}).",
+        f"- Input: {c['input_mode']} (rectified = calibrated homography grid of the headset "
+        "YAML applied first; the network learns the residual correction).",
+        f"- Architecture: {_arch(c)}; G has {card['params_G']:,} parameters.",
+        f"- Losses: {_losses(c)}.",
+        f"- Data: VR-Face build `{card.get('data')}`, train split "
+        f"({card.get('train_samples')} samples), identity-disjoint val/test.",
+        f"- Training: {card.get('steps')} steps, batch {card.get('batch')}, Adam lr {c['lr']} "
+        f"(linear decay over the second half), CPU {card.get('threads')} threads, "
+        f"{'bf16 autocast' if c['bf16'] else 'fp32'}, wall time {card.get('wall_s')} s.",
+        f"- Command: `{card.get('command')}`",
+        f"- Files: `weights.safetensors` (G), `model.onnx` (opset 17, input `view`, output "
+        f"`aligned`, [-1, 1]; max |ONNX - torch| {card.get('onnx_max_abs_diff', 0):.2g}), "
+        "`card.json`, `losses.png`.",
+    ]
+    if card.get("metrics"):
+        lines += ["", "## Metrics (test split, `revavatar eval align`)", "", "```json",
+                  json.dumps(card["metrics"], indent=1), "```"]
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+    return out / "README.md"
+
+
+def _arch(c: dict[str, Any]) -> str:
+    if c["kind"] == "autoencoder":
+        return (f"plain conv auto-encoder, ngf {c['ae_ngf']}, {c['ae_down']} stride-2 levels, "
+                "no skips")
+    return (f"ResNet generator ngf {c['ngf']}, {c['n_down']} downsamplings, {c['n_blocks']} "
+            f"residual blocks, channel cap {c['max_ch']}, residual output {c['residual']}; "
+            f"70x70 PatchGAN ndf {c['ndf']} (x2, one per domain)")
+
+
+def _losses(c: dict[str, Any]) -> str:
+    if c["kind"] == "autoencoder":
+        return f"{c['lambda_l1']} L1 + {c['lambda_lpips']} LPIPS(alex), paired"
+    return (f"{c['gan_mode']} GAN x{c['lambda_gan']}, cycle x{c['lambda_cycle']}, identity "
+            f"x{c['lambda_cycle'] * c['lambda_idt']}, plus paired {c['lambda_l1']} L1 + "
+            f"{c['lambda_lpips']} LPIPS(alex) on G (the paper is unpaired; VR-Face has pairs)")

@@ -1,0 +1,365 @@
+"""VR-Face data for the learned stages: the build index, image I/O, tensors, alignment pairs.
+
+A VR-Face build (``revavatar vrface build``) is a folder with ``index.json`` (one entry per
+sample, paths relative to the build) and ``meta.json`` (config and summary). The learned aligners
+and restorers read the same build, so the pieces that turn it into tensors live here once:
+:class:`VRFaceIndex` validates a build and resolves paths, :func:`to_tensor` / :func:`to_image`
+fix one tensor convention, and :class:`AlignmentPairs` yields (headset view, frontal crop) pairs
+for one region.
+
+Tensor convention: float32 (C, H, W) in [-1, 1], channels in **BGR** order (the order of every
+image inside the cores; :mod:`revavatar.learning.lpips` wants RGB, so flip with
+``x.flip(-3)`` before it) or one channel for gray images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from revavatar.errors import InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = [
+    "INPUT_MODES",
+    "PATH_FIELDS",
+    "SPLITS",
+    "AlignmentPairs",
+    "VRFaceIndex",
+    "read_image",
+    "to_image",
+    "to_tensor",
+    "write_toy_build",
+]
+
+#: identity-disjoint splits of a build
+SPLITS: Final = ("train", "val", "test")
+#: index-entry fields holding a path relative to the build root
+PATH_FIELDS: Final = ("gt", "reference", "left_eye", "right_eye", "lower_face", "gt_left_eye",
+                      "gt_right_eye", "gt_lower_face", "landmarks")
+#: how AlignmentPairs turns a raw headset frame into the model input (see AlignmentPairs)
+INPUT_MODES: Final = ("resize", "rectified")
+_EYE_SIDE: Final = {"left_eye": "left", "right_eye": "right"}
+
+
+class VRFaceIndex:
+    """A validated VR-Face build: its samples with absolute paths, per split.
+
+    Args:
+        root: the build folder (``out`` of ``vrface build``).
+
+    Raises:
+        InputError: ``index.json`` or ``meta.json`` missing or unreadable, or the build is
+            incomplete (``meta.json`` summary says so, or the index has fewer samples than
+            planned), so training never silently runs on half a data set.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        try:
+            self.meta: dict[str, Any] = json.loads((self.root / "meta.json").read_text())
+            entries = json.loads((self.root / "index.json").read_text())
+        except FileNotFoundError as err:
+            msg = f"{self.root} is not a VR-Face build: {Path(err.filename).name} is missing"
+            raise InputError(msg) from err
+        except (OSError, ValueError) as err:
+            msg = f"{self.root}: unreadable VR-Face index ({err})"
+            raise InputError(msg) from err
+        summary = self.meta.get("summary", {})
+        planned = int(self.meta.get("config", {}).get("samples", len(entries)))
+        if not summary.get("complete", False) or len(entries) < planned:
+            msg = (f"{self.root}: incomplete VR-Face build ({len(entries)} of {planned} samples); "
+                   "run `revavatar vrface build` again with the same --out to finish it")
+            raise InputError(msg)
+        self.entries: list[dict[str, Any]] = [self._absolute(e) for e in entries]
+
+    def _absolute(self, entry: dict[str, Any]) -> dict[str, Any]:
+        out = dict(entry)
+        for name in PATH_FIELDS:
+            if name in out:
+                out[name] = str(self.root / out[name])
+        return out
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def headset(self) -> Path:
+        """The headset calibration YAML the build was rendered with (as recorded in meta.json)."""
+        return Path(self.meta["config"]["headset"])
+
+    @property
+    def layout_size(self) -> int:
+        """Canonical layout size (px) of the build's ground truth."""
+        return int(self.meta["config"].get("layout_size", 256))
+
+    def samples(self, split: str | None = None) -> list[dict[str, Any]]:
+        """Index entries (copies, absolute paths) of ``split``, or of all splits when None.
+
+        Raises:
+            ValueError: ``split`` is not one of :data:`SPLITS`.
+        """
+        if split is None:
+            return [dict(e) for e in self.entries]
+        if split not in SPLITS:
+            msg = f"unknown split {split!r}; expected one of {', '.join(SPLITS)}"
+            raise ValueError(msg)
+        return [dict(e) for e in self.entries if e["split"] == split]
+
+
+def read_image(path: str | Path, gray: bool = False) -> np.ndarray:
+    """Read a PNG/JPEG as uint8 BGR (H, W, 3), or gray (H, W) when ``gray`` is True.
+
+    A gray file read without ``gray`` comes back as 3 equal channels (cv2's default), so callers
+    always get the layout they asked for.
+
+    Raises:
+        InputError: the file is missing or does not decode.
+    """
+    flag = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
+    img = cv2.imread(str(path), flag)
+    if img is None:
+        msg = f"cannot read image {path}"
+        raise InputError(msg)
+    return img
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 gray (H, W) or BGR (H, W, C) image -> float32 (C, H, W) tensor in [-1, 1].
+
+    Raises:
+        ValueError: not a uint8 2D or 3D array.
+    """
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
+        msg = f"to_tensor expects a uint8 (H, W) or (H, W, C) image, got {arr.dtype} {arr.shape}"
+        raise ValueError(msg)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    t = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float()
+    return t / 127.5 - 1.0
+
+
+def to_image(tensor: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(C, H, W) or (1, C, H, W) tensor in [-1, 1] -> uint8 (H, W, C), or (H, W) when C == 1.
+
+    Values are clipped to [-1, 1] and rounded, the inverse of :func:`to_tensor` on uint8 input.
+
+    Raises:
+        ValueError: not a 3D tensor (or a batch of one).
+    """
+    x = tensor.detach().float().cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(
+        tensor, dtype=np.float32)
+    if x.ndim == 4 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 3:
+        msg = f"to_image expects (C, H, W) or (1, C, H, W), got shape {x.shape}"
+        raise ValueError(msg)
+    img = np.clip(np.rint((np.clip(x, -1.0, 1.0) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    img = img.transpose(1, 2, 0)
+    return img[:, :, 0] if img.shape[2] == 1 else np.ascontiguousarray(img)
+
+
+class AlignmentPairs(Dataset):
+    """(headset view, frontal ground-truth crop) pairs of one region, for the learned aligners.
+
+    ``view``: the region's headset camera frame, brought to the region's crop size (w, h) as the
+    model input. ``input_mode="resize"`` (default) just resizes the raw frame (INTER_AREA);
+    ``"rectified"`` applies the calibrated homography rectification of
+    :class:`revavatar.core.alignment.HomographyAligner` (the build's headset YAML), so a model
+    only has to learn what the plane approximation gets wrong (parallax, lens effects, IR).
+    ``target``: the ground-truth crop of the aligned true face. The eye cameras are infrared, so
+    for those regions (gray views) the target is converted to gray too (BT.601 luma): there is no
+    colour to recover from an IR frame, and the restorer takes colour from the DP. Both tensors
+    follow :func:`to_tensor` ([-1, 1], (1|3, H, W), BGR).
+
+    Items: ``dict(view, target, gaze, identity, index)``: ``gaze`` is the (2,) float32
+    (yaw, pitch) degrees of this eye (mean of both eyes for ``lower_face``) from the build's
+    landmarks; ``identity`` a str; ``index`` the build's sample index.
+
+    Args:
+        root: VR-Face build folder.
+        region: ``left_eye`` | ``right_eye`` | ``lower_face``.
+        split: ``train`` | ``val`` | ``test``.
+        augment: photometric jitter of the view only (gain, gamma, noise), drawn from a generator
+            seeded by (seed, index, epoch counter) so runs stay reproducible; geometry is never
+            changed because the camera-to-face mapping is what the model learns.
+        input_mode: one of :data:`INPUT_MODES`.
+        cache: decode every pair once into memory (uint8, ~25 KB per eye sample) instead of per
+            access; worth it for training, where each sample is read many times.
+        limit: keep only the first ``limit`` samples of the split (None = all).
+        seed: seed of the augmentation.
+
+    Raises:
+        InputError: the build is missing or incomplete, or a file does not decode.
+        ValueError: unknown region, split or input mode.
+    """
+
+    def __init__(self, root: str | Path, region: str, split: str, augment: bool = False, *,
+                 input_mode: str = "resize", cache: bool = False, limit: int | None = None,
+                 seed: int = 0) -> None:
+        from revavatar.core.canonical import REGION_NAMES, CanonicalLayout  # noqa: PLC0415
+
+        if region not in REGION_NAMES:
+            msg = f"unknown region {region!r}; expected one of {', '.join(REGION_NAMES)}"
+            raise ValueError(msg)
+        if input_mode not in INPUT_MODES:
+            msg = f"unknown input mode {input_mode!r}; expected one of {', '.join(INPUT_MODES)}"
+            raise ValueError(msg)
+        self.index = VRFaceIndex(root)
+        self.region, self.split, self.augment = region, split, bool(augment)
+        self.input_mode, self.seed = input_mode, int(seed)
+        self.entries = self.index.samples(split)[:limit]
+        if not self.entries:
+            msg = f"{self.index.root}: no {split} samples"
+            raise InputError(msg)
+        self.layout = CanonicalLayout(self.index.layout_size)
+        self.crop_size = self.layout.region(region).crop_size
+        probe = cv2.imread(self.entries[0][region], cv2.IMREAD_UNCHANGED)
+        if probe is None:
+            msg = f"cannot read image {self.entries[0][region]}"
+            raise InputError(msg)
+        #: whether the camera is infrared (gray view and gray target)
+        self.gray = probe.ndim == 2
+        self.channels = 1 if self.gray else 3
+        self._aligner = self._make_aligner() if input_mode == "rectified" else None
+        self._epoch = 0
+        self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
+        if cache:
+            self._cache = [self._load(i) for i in range(len(self.entries))]
+
+    def _make_aligner(self) -> Any:
+        from revavatar.core.alignment import HomographyAligner  # noqa: PLC0415
+        from revavatar.core.calibration import load_calibration  # noqa: PLC0415
+
+        path = self.index.headset
+        if not path.is_absolute() and not path.is_file():  # relative to where it was built
+            here = Path(__file__).resolve()
+            cands = [self.index.root / path, here.parents[5] / path, here.parents[2] / path]
+            path = next((c for c in cands if c.is_file()), path)
+        calib = load_calibration(path)
+        return HomographyAligner(calib.cameras[self.region], self.layout.region(self.region),
+                                 self.layout)
+
+    def prepare_view(self, frame: np.ndarray) -> np.ndarray:
+        """Raw camera frame -> model input image at the crop size (per :attr:`input_mode`)."""
+        if self._aligner is not None:
+            return self._aligner.align(frame)
+        return cv2.resize(frame, self.crop_size, interpolation=cv2.INTER_AREA)
+
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        e = self.entries[i]
+        view = self.prepare_view(read_image(e[self.region], gray=self.gray))
+        target = read_image(e[f"gt_{self.region}"], gray=self.gray)
+        if target.shape[1::-1] != self.crop_size:
+            target = cv2.resize(target, self.crop_size, interpolation=cv2.INTER_AREA)
+        return view, target
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation draw (call once per pass for fresh jitter)."""
+        self._epoch = int(epoch)
+
+    def _jitter(self, view: np.ndarray, index: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, index, self._epoch])
+        x = view.astype(np.float32) / 255.0
+        x = np.clip(x * rng.uniform(0.8, 1.2) + rng.uniform(-0.06, 0.06), 0.0, 1.0)
+        x = x ** rng.uniform(0.8, 1.25)
+        x = x + rng.normal(0.0, rng.uniform(0.0, 0.02), x.shape).astype(np.float32)
+        return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (view, target) uint8 images of item ``i`` (no augmentation)."""
+        return self._cache[i] if self._cache is not None else self._load(i)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        view, target = self.pair(i)
+        e = self.entries[i]
+        if self.augment:
+            view = self._jitter(view, int(e["index"]))
+        side = _EYE_SIDE.get(self.region)
+        gaze = e["gaze"][side] if side else e.get("gaze_deg", [0.0, 0.0])
+        return {"view": to_tensor(view), "target": to_tensor(target),
+                "gaze": torch.tensor(gaze, dtype=torch.float32), "identity": str(e["identity"]),
+                "index": int(e["index"])}
+
+    def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Stack items ``indices`` into a batch (views and targets (N, C, H, W)); no DataLoader
+        needed, which keeps the training loop single-process on a 2-core machine."""
+        items = [self[int(i)] for i in indices]
+        return {"view": torch.stack([it["view"] for it in items]),
+                "target": torch.stack([it["target"] for it in items]),
+                "gaze": torch.stack([it["gaze"] for it in items])}
+
+
+def write_toy_build(root: str | Path, samples: int = 12, *, seed: int = 0,
+                    camera_size: tuple[int, int] = (320, 240), layout_size: int = 256) -> Path:
+    """Write a tiny but valid VR-Face build of synthetic images (tests and smoke runs).
+
+    Each sample is a bright disc (an "iris") on a textured background: the ground-truth crops
+    show it frontally, the headset views show the same scene through a fixed shear and scale
+    (a stand-in for the camera's oblique view) plus noise, so a model can learn the mapping in a
+    few steps. Identities ``toy0..toy5`` split 4/1/1 into train/val/test; the eye views are
+    gray (infrared) and the lower-face view colour, as in a real build.
+
+    Returns:
+        ``root``.
+    """
+    from revavatar.core.canonical import CanonicalLayout  # noqa: PLC0415
+
+    out = Path(root)
+    (out / "shards" / "00000").mkdir(parents=True, exist_ok=True)
+    (out / "refs").mkdir(exist_ok=True)
+    layout = CanonicalLayout(layout_size)
+    rng = np.random.default_rng(seed)
+    cw, ch = camera_size
+    split_of = {f"toy{i}": s for i, s in enumerate(("train",) * 4 + ("val", "test"))}
+    rows = []
+    for i in range(samples):
+        ident = f"toy{i % 6}"
+        face = np.full((layout_size, layout_size, 3), 90, np.uint8)
+        face[::8] = 120
+        cx, cy = rng.uniform(0.3, 0.7) * layout_size, rng.uniform(0.35, 0.85) * layout_size
+        cv2.circle(face, (int(cx), int(cy)), layout_size // 12, (230, 200, 170), -1)
+        for x in (0.34, 0.66):
+            cv2.circle(face, (int(x * layout_size + rng.uniform(-6, 6)), int(0.42 * layout_size)),
+                       layout_size // 40, (20, 30, 40), -1)
+        base = f"shards/00000/{i:07d}_"
+        row: dict[str, Any] = {"index": i, "identity": ident, "split": split_of[ident],
+                               "view": "front", "gt": f"{base}gt.png",
+                               "reference": f"refs/{ident}.png", "landmarks": f"{base}lm.npy"}
+        cv2.imwrite(str(out / row["gt"]), face)
+        cv2.imwrite(str(out / row["reference"]), face)
+        np.save(out / row["landmarks"], np.zeros((478, 2), np.float32))
+        shear = np.array([[1.0, 0.15, 0.0], [0.05, 0.9, 0.0]])
+        for region in ("left_eye", "right_eye", "lower_face"):
+            crop = layout.crop_region(face, region)
+            row[f"gt_{region}"] = f"{base}gt_{region}.png"
+            cv2.imwrite(str(out / row[f"gt_{region}"]), crop)
+            view = cv2.resize(cv2.warpAffine(crop, shear, crop.shape[1::-1],
+                                             borderMode=cv2.BORDER_REFLECT), (cw, ch))
+            view = np.clip(view + rng.normal(0, 3, view.shape), 0, 255).astype(np.uint8)
+            if region != "lower_face":
+                view = cv2.cvtColor(view, cv2.COLOR_BGR2GRAY)
+            row[region] = f"{base}{region}.png"
+            cv2.imwrite(str(out / row[region]), view)
+        row["gaze"] = {"left": [0.0, 0.0], "right": [0.0, 0.0]}
+        row["gaze_deg"] = [0.0, 0.0]
+        rows.append(row)
+    (out / "index.json").write_text(json.dumps(rows))
+    headset = Path(__file__).resolve().parents[2] / "calibration" / "generic.yaml"
+    meta = {"config": {"samples": samples, "layout_size": layout_size, "seed": seed,
+                       "headset": str(headset)},
+            "summary": {"complete": True, "samples": samples}}
+    (out / "meta.json").write_text(json.dumps(meta))
+    return out

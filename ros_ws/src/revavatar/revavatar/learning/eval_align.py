@@ -1,0 +1,216 @@
+"""``revavatar eval align``: homography vs auto-encoder vs CycleGAN aligners on held-out faces.
+
+For every test-split sample and region, each method aligns the headset frame; the crop is
+compared with the ground-truth frontal crop (gray for the IR eye cameras, like the training
+target): SSIM (luma), PSNR, LPIPS (alex). ``homography`` is the product's baseline (calibrated
+rectification onto the region's mean face plane, as the graph builds it).
+
+Gaze (eye regions) measures what the paper means, "does the aligned eye look where the true eye
+looks": the crop is pasted back into the sample's true aligned face at its canonical box (resized
+to the box, gray replicated to BGR), MediaPipe Face Mesh with iris refinement runs on that face,
+and the eye's (yaw, pitch) from :func:`revavatar.core.gaze.gaze_angles` is compared with the same
+measurement on the face with the *ground-truth* crop pasted the same way. Both faces differ only
+inside the eye box, so the face detection and the other eye are shared and the error is the
+crop's. Samples where MediaPipe finds no face in either image are left out of the gaze figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Final
+
+import cv2
+import numpy as np
+
+from revavatar.errors import InputError
+
+__all__ = ["METHODS", "add_arguments", "evaluate", "paste_into_face", "resolve_data",
+           "run_from_args"]
+
+METHODS: Final = ("homography", "autoencoder", "cyclegan")
+_REGIONS: Final = ("left_eye", "right_eye", "lower_face")
+_SIDE: Final = {"left_eye": "left", "right_eye": "right"}
+
+
+def resolve_data(data: Path, cache: Path | None = None, samples: int = 1500, seed: int = 0,
+                 headset: Path | None = None) -> Path:
+    """A VR-Face build folder as is; a source folder (MANIFEST.csv) is built once with ``seed``
+    into ``cache`` (default ``~/.cache/revavatar/eval_align/<hash>``) and reused."""
+    if (data / "index.json").is_file():
+        return data
+    if not (data / "MANIFEST.csv").is_file():
+        msg = f"{data} is neither a VR-Face build (index.json) nor a source folder (MANIFEST.csv)"
+        raise InputError(msg)
+    from revavatar.vrface.builder import BuildConfig, build  # noqa: PLC0415
+
+    headset = headset or Path(__file__).resolve().parents[2] / "calibration" / "generic.yaml"
+    tag = hashlib.sha1(f"{data.resolve()}|{samples}|{seed}|{headset}".encode()).hexdigest()[:12]
+    out = cache or Path.home() / ".cache" / "revavatar" / "eval_align" / tag
+    build(BuildConfig(src=data, headset=headset, samples=samples, out=out, seed=seed),
+          progress=False)
+    return out
+
+
+def paste_into_face(face: np.ndarray, crop: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The aligned face with ``crop`` resized into ``box`` (gray crops replicated to BGR)."""
+    x0, y0, x1, y1 = box
+    img = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR) if crop.ndim == 2 else crop
+    out = face.copy()
+    out[y0:y1, x0:x1] = cv2.resize(img, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    return out
+
+
+class _Gaze:
+    """Per-eye gaze of pasted faces with one static MediaPipe detector."""
+
+    def __init__(self) -> None:
+        from revavatar.core.landmarks import create_detector  # noqa: PLC0415
+
+        self.det = create_detector("mediapipe", static_image=True)
+
+    def __call__(self, face: np.ndarray, side: str) -> tuple[float, float] | None:
+        from revavatar.core.gaze import gaze_angles  # noqa: PLC0415
+
+        lm = self.det.detect(face)
+        return None if lm is None else gaze_angles(lm.eye(side))
+
+
+def _aligners(region: str, data_root: Path, models: Path, layout: Any) -> dict[str, Any]:
+    from revavatar.core.alignment import HomographyAligner  # noqa: PLC0415
+    from revavatar.core.calibration import load_calibration  # noqa: PLC0415
+    from revavatar.core.onnx_aligner import MODEL_PREFIXES, OnnxAligner  # noqa: PLC0415
+    from revavatar.learning.data import VRFaceIndex  # noqa: PLC0415
+
+    index = VRFaceIndex(data_root)
+    path = index.headset
+    for cand in (path, data_root / path, Path(__file__).resolve().parents[5] / path,
+                 Path(__file__).resolve().parents[2] / path):
+        if cand.is_file():
+            path = cand
+            break
+    cam = load_calibration(path).cameras[region]
+    # the product's baseline: rectification onto the region's mean face plane (graph/stages.py)
+    out: dict[str, Any] = {"homography": HomographyAligner(cam, layout.region(region), layout,
+                                                           face_plane=True)}
+    for method, prefix in MODEL_PREFIXES.items():
+        d = models / f"{prefix}{region}"
+        if (d / "model.onnx").is_file():
+            out[method] = OnnxAligner(region, d, cam, layout)
+    return out
+
+
+def _summary(vals: dict[str, list[float]], gaze: list[float], region: str) -> dict[str, Any]:
+    res: dict[str, Any] = {k: float(np.mean(v)) for k, v in vals.items()}
+    res["gaze_error_deg"] = ({"mean": float(np.mean(gaze)), "p95": float(np.percentile(gaze, 95))}
+                             if region in _SIDE and gaze else None)
+    res["n"] = len(vals["ssim"])
+    if region in _SIDE:
+        res["gaze_n"] = len(gaze)
+    return res
+
+
+def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None,
+             split: str = "test", figure: Path | None = None) -> dict[str, Any]:
+    """Metrics per region and method (see the module docstring); optionally a qualitative PNG."""
+    import torch  # noqa: PLC0415
+
+    from revavatar.core.canonical import CanonicalLayout  # noqa: PLC0415
+    from revavatar.core.gaze import angular_error_deg  # noqa: PLC0415
+    from revavatar.core.metrics import psnr, ssim  # noqa: PLC0415
+    from revavatar.learning.data import VRFaceIndex, read_image  # noqa: PLC0415
+    from revavatar.learning.lpips import image_to_tensor  # noqa: PLC0415
+    from revavatar.learning.lpips_weights import load_lpips  # noqa: PLC0415
+
+    torch.set_num_threads(2)
+    index = VRFaceIndex(data)
+    entries = index.samples(split)
+    if limit is not None and limit < len(entries):  # evenly spread over the split's identities
+        entries = [entries[int(i)] for i in np.linspace(0, len(entries) - 1, limit)]
+    layout = CanonicalLayout(index.layout_size)
+    lp = load_lpips("alex", allow_fetch=False)
+    gazer = _Gaze()
+    result: dict[str, Any] = {"regions": {}}
+    rows: dict[str, list[list[np.ndarray]]] = {}
+    for region in _REGIONS:
+        aligners = _aligners(region, index.root, models, layout)
+        gray = True
+        vals = {m: {"ssim": [], "psnr": [], "lpips": []} for m in aligners}
+        gaze: dict[str, list[float]] = {m: [] for m in aligners}
+        box = layout.region(region).box_px
+        for k, e in enumerate(entries):
+            frame = cv2.imread(e[region], cv2.IMREAD_UNCHANGED)
+            if frame is None:
+                msg = f"cannot read image {e[region]}"
+                raise InputError(msg)
+            gray = frame.ndim == 2
+            gt = read_image(e[f"gt_{region}"], gray=gray)
+            face = read_image(e["gt"])
+            side = _SIDE.get(region)
+            ref = gazer(paste_into_face(face, gt, box), side) if side else None
+            crops = {m: a.align(frame) for m, a in aligners.items()}
+            with torch.no_grad():
+                d = lp(torch.cat([image_to_tensor(c) for c in crops.values()]),
+                       image_to_tensor(gt).repeat(len(crops), 1, 1, 1))
+            for (m, crop), dist in zip(crops.items(), d.tolist(), strict=True):
+                vals[m]["ssim"].append(ssim(crop, gt))
+                vals[m]["psnr"].append(psnr(crop, gt))
+                vals[m]["lpips"].append(float(dist))
+                if ref is not None:
+                    got = gazer(paste_into_face(face, crop, box), side)
+                    if got is not None:
+                        gaze[m].append(angular_error_deg(got, ref))
+            if figure is not None and k < 4:
+                rows.setdefault(region, []).append(
+                    [cv2.resize(frame, gt.shape[1::-1]), *crops.values(), gt])
+        result["regions"][region] = {m: _summary(vals[m], gaze[m], region) for m in aligners}
+    if figure is not None:
+        _figure(rows, figure, list(aligners))
+    return result
+
+
+def _figure(rows: dict[str, list[list[np.ndarray]]], path: Path, methods: list[str]) -> None:
+    """Grid per region: view | methods... | ground truth, 4 test samples each."""
+    blocks = []
+    for tiles in rows.values():
+        for r in tiles:
+            bgr = [cv2.cvtColor(t, cv2.COLOR_GRAY2BGR) if t.ndim == 2 else t for t in r]
+            bgr = [cv2.resize(t, (192, int(192 * t.shape[0] / t.shape[1]))) for t in bgr]
+            blocks.append(np.hstack(bgr))
+    head = np.full((24, blocks[0].shape[1], 3), 255, np.uint8)
+    for i, name in enumerate(["headset view", *methods, "ground truth"]):
+        cv2.putText(head, name, (i * 192 + 4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.vstack([head, *blocks]))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``revavatar eval align``."""
+    parser.add_argument("--data", required=True, help="VR-Face build, or source folder (MANIFEST)")
+    parser.add_argument("--limit", type=int, default=None, help="samples (evenly spread)")
+    parser.add_argument("--json", default=None, help="write the metrics JSON here")
+    parser.add_argument("--models", default="models", help="folder with align_* models")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--figure", default=None, help="qualitative PNG (4 samples per region)")
+    parser.add_argument("--cache", default=None, help="where a source folder is built")
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate, print the JSON (and write it with --json)."""
+    data = resolve_data(Path(args.data), Path(args.cache) if args.cache else None)
+    res = evaluate(data, Path(args.models), args.limit, args.split,
+                   Path(args.figure) if args.figure else None)
+    text = json.dumps(res, indent=1)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    return res
+
+
+if __name__ == "__main__":
+    _p = argparse.ArgumentParser(prog="revavatar eval align")
+    add_arguments(_p)
+    run_from_args(_p.parse_args())

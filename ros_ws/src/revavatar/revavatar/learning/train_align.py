@@ -1,0 +1,119 @@
+"""``revavatar train align``: train aligners (CycleGAN / auto-encoder) on a VR-Face build.
+
+``--region all`` and/or ``--kind all`` train several models in ONE process, round-robin one step
+each, so on a shared CPU every model progresses together and ``models/`` always holds a usable
+export of each (refreshed at every checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from revavatar.learning.alignment_model import AlignModelConfig, AlignmentModel, export_aligner
+from revavatar.learning.data import AlignmentPairs
+from revavatar.learning.trainer import Checkpointer, LossLog, progress, seed_everything
+
+__all__ = ["add_arguments", "run_from_args"]
+_REGIONS = ("left_eye", "right_eye", "lower_face")
+_KINDS = ("cyclegan", "autoencoder")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``revavatar train align``."""
+    parser.add_argument("--region", required=True, choices=(*_REGIONS, "all"))
+    parser.add_argument("--data", required=True, help="VR-Face build folder")
+    parser.add_argument("--kind", default="cyclegan", choices=(*_KINDS, "all"))
+    parser.add_argument("--steps", type=int, default=3000, help="total steps per model")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--out", default="models", help="parent of the align[_ae]_R folders")
+    parser.add_argument("--ckpt-root", default="/tmp/revavatar_align", help="checkpoint parent")
+    parser.add_argument("--ckpt-every", type=int, default=250)
+    parser.add_argument("--input-mode", default="rectified", choices=("rectified", "resize"))
+    parser.add_argument("--no-bf16", action="store_true", help="train in fp32")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: see card)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _job(args: argparse.Namespace, region: str, kind: str, data: AlignmentPairs,
+         lpips: torch.nn.Module) -> dict:
+    name = f"{'align_ae_' if kind == 'autoencoder' else 'align_'}{region}"
+    config = AlignModelConfig(region=region, kind=kind, channels=data.channels,
+                              crop_size=data.crop_size, input_mode=args.input_mode,
+                              bf16=not args.no_bf16)
+    job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
+           "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
+           "val": AlignmentPairs(args.data, region, "val", input_mode=args.input_mode, limit=32)}
+    job["log"], job["vlog"] = LossLog(job["ckpt"].dir), LossLog(job["ckpt"].dir, "val.csv")
+    if args.resume and job["ckpt"].latest() is not None:
+        info = job["ckpt"].load(job["model"].trainable(), job["model"].optimizers())
+        job["start"], job["wall"] = info["step"], float(info["extra"].get("wall_s", 0.0))
+        job["log"].truncate(job["start"])
+        job["vlog"].truncate(job["start"])
+    return job
+
+
+def _save(args: argparse.Namespace, job: dict, step: int) -> None:
+    model, vb = job["model"], job["val"].batch(range(len(job["val"])))
+    job["vlog"].append(step, **model.evaluate(vb["view"], vb["target"]))
+    extra = {"config": model.config.to_dict(), "wall_s": job["wall"]}
+    job["ckpt"].save(step, model.trainable(), model.optimizers(), extra=extra)
+    job["log"].plot(Path(args.out) / job["name"] / "losses.png")
+    cmd = (f"revavatar train align --region {args.region} --kind {args.kind} --data {args.data} "
+           f"--steps {args.steps} --batch {args.batch} --input-mode {args.input_mode} "
+           f"--threads {args.threads}" + (" --no-bf16" if args.no_bf16 else ""))
+    export_aligner(model, Path(args.out) / job["name"], {
+        "data": str(Path(args.data).resolve()), "train_samples": len(job["data"]),
+        "steps": step, "steps_planned": args.steps, "batch": args.batch,
+        "wall_s": round(job["wall"], 1), "threads": args.threads, "seed": args.seed,
+        "checkpoints": str(job["ckpt"].dir), "val_last": job["vlog"].rows()[-1],
+        "command": cmd})
+
+
+def run_from_args(args: argparse.Namespace) -> list[Path]:
+    """Train (or resume) the selected models; checkpoint, plot and export each to --out."""
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    from revavatar.learning.lpips_weights import load_lpips  # noqa: PLC0415
+
+    lpips = load_lpips("alex", allow_fetch=False)
+    jobs = []
+    for region in _REGIONS if args.region == "all" else (args.region,):
+        data = AlignmentPairs(args.data, region, "train", augment=True, cache=True,
+                              input_mode=args.input_mode, seed=args.seed)
+        for kind in _KINDS if args.kind == "all" else (args.kind,):
+            jobs.append(_job(args, region, kind, data, lpips))
+    start = min(j["start"] for j in jobs)
+    bar = progress(args.steps, initial=start, desc="train align", disable=args.no_progress)
+    for step in range(start + 1, args.steps + 1):
+        # lr: constant for the first half, then linear decay to 0 (CycleGAN's schedule)
+        lr_scale = min(1.0, 2.0 * (1.0 - (step - 1) / args.steps))
+        for k, job in enumerate(jobs):
+            if job["start"] >= step:
+                continue
+            rng = np.random.default_rng([args.seed, step, k])  # batch = f(seed, step): exact resume
+            t0 = time.perf_counter()
+            data, model = job["data"], job["model"]
+            model.set_lr(model.config.lr * lr_scale)
+            data.set_epoch(step)
+            batch = data.batch(rng.choice(len(data), args.batch, replace=len(data) < args.batch))
+            losses = model.train_step(batch["view"], batch["target"])
+            job["wall"] += time.perf_counter() - t0
+            job["log"].append(step, **losses)
+            if step % args.ckpt_every == 0 or step == args.steps:
+                _save(args, job, step)
+        bar.update(1)
+    bar.close()
+    return [Path(args.out) / j["name"] for j in jobs]
+
+
+if __name__ == "__main__":
+    _p = argparse.ArgumentParser(prog="revavatar train align")
+    add_arguments(_p)
+    run_from_args(_p.parse_args())

@@ -1,0 +1,253 @@
+"""Training plumbing shared by the learned stages: checkpoints, loss logs, autocast, seeding.
+
+Training here runs on a shared 2-core CPU in sessions of limited length, so a run must stop and
+continue *exactly*: :class:`Checkpointer` stores weights (safetensors), optimizer state, RNG
+states and the step atomically, and :meth:`Checkpointer.load` restores all of them.
+:class:`LossLog` keeps the per-step losses as CSV (truncated on resume so curves never repeat
+steps) and plots them. :func:`autocast` is CPU bfloat16 autocast behind one flag, because it
+only pays off where it was measured to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from revavatar.errors import ModelLoadError
+
+__all__ = ["Checkpointer", "LossLog", "autocast", "progress", "rng_state", "seed_everything",
+           "set_rng_state"]
+
+_WEIGHTS: Final = "weights.safetensors"
+_STATE: Final = "state.pt"
+_CONFIG: Final = "config.json"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU) generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states (python, numpy, torch) for an exact resume."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+@contextlib.contextmanager
+def autocast(enabled: bool) -> Iterator[None]:
+    """CPU bfloat16 autocast when ``enabled`` (a no-op context otherwise)."""
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=bool(enabled)):
+        yield
+
+
+def progress(total: int, initial: int = 0, desc: str = "train", disable: bool = False) -> Any:
+    """A tqdm bar over steps (``initial`` for resumed runs); ``bar.set_postfix(loss=...)``."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", smoothing=0.05,
+                dynamic_ncols=True, disable=disable)
+
+
+def _flatten(modules: Mapping[str, nn.Module]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for name, mod in modules.items():
+        for key, val in mod.state_dict().items():
+            out[f"{name}.{key}"] = val.detach().cpu().contiguous().clone()
+    return out
+
+
+class Checkpointer:
+    """Atomic, resumable checkpoints in ``dir/step_NNNNNNNN/``.
+
+    Each checkpoint folder holds ``weights.safetensors`` (every module's state dict, keys
+    ``<module>.<param>``), ``state.pt`` (optimizer states, RNG states, step and ``extra``; torch
+    save) and ``config.json`` (step, module names, ``extra`` when it is JSON-serialisable). It is
+    written into a temporary folder and renamed into place, so a kill never leaves a torn
+    checkpoint; only the newest ``keep`` are kept.
+
+    Args:
+        directory: where checkpoints go (created).
+        keep: how many checkpoints to keep (>= 1).
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 2) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.keep = max(1, int(keep))
+
+    def _all(self) -> list[Path]:
+        return sorted(p for p in self.dir.glob("step_*") if (p / _STATE).is_file()
+                      and (p / _WEIGHTS).is_file())
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint folder, or None."""
+        ckpts = self._all()
+        return ckpts[-1] if ckpts else None
+
+    def save(self, step: int, modules: Mapping[str, nn.Module],
+             optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+             extra: Mapping[str, Any] | None = None) -> Path:
+        """Write checkpoint ``step``; returns its folder."""
+        final = self.dir / f"step_{int(step):08d}"
+        tmp = self.dir / f".tmp-{os.getpid()}-{final.name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file(_flatten(modules), str(tmp / _WEIGHTS))
+        extra = dict(extra or {})
+        torch.save({"step": int(step), "rng": rng_state(), "extra": extra,
+                    "optimizers": {k: o.state_dict() for k, o in (optimizers or {}).items()}},
+                   tmp / _STATE)
+        cfg: dict[str, Any] = {"step": int(step), "modules": sorted(modules),
+                               "saved_unix": round(time.time(), 3)}
+        try:
+            cfg["extra"] = json.loads(json.dumps(extra))
+        except TypeError:
+            cfg["extra"] = None
+        (tmp / _CONFIG).write_text(json.dumps(cfg, indent=1))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in self._all()[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load(self, modules: Mapping[str, nn.Module],
+             optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+             path: str | Path | None = None, restore_rng: bool = True) -> dict[str, Any]:
+        """Load a checkpoint (default: :meth:`latest`) into ``modules`` and ``optimizers``.
+
+        Returns:
+            ``{"step": int, "extra": dict, "path": Path}``.
+
+        Raises:
+            ModelLoadError: no checkpoint, or one that does not fit the modules.
+        """
+        ckpt = Path(path) if path is not None else self.latest()
+        if ckpt is None or not (ckpt / _WEIGHTS).is_file():
+            msg = f"no checkpoint in {self.dir}"
+            raise ModelLoadError(msg)
+        tensors = load_file(str(ckpt / _WEIGHTS))
+        for name, mod in modules.items():
+            prefix = f"{name}."
+            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            try:
+                mod.load_state_dict(sd, strict=True)
+            except RuntimeError as err:
+                msg = f"{ckpt}: weights of {name!r} do not fit its architecture: {err}"
+                raise ModelLoadError(msg) from err
+        state = torch.load(ckpt / _STATE, weights_only=False)
+        for name, opt in (optimizers or {}).items():
+            if name not in state["optimizers"]:
+                msg = f"{ckpt}: no optimizer state for {name!r}"
+                raise ModelLoadError(msg)
+            opt.load_state_dict(state["optimizers"][name])
+        if restore_rng:
+            set_rng_state(state["rng"])
+        return {"step": int(state["step"]), "extra": state["extra"], "path": ckpt}
+
+
+class LossLog:
+    """Per-step losses as ``dir/losses.csv`` and a loss-curve PNG.
+
+    Columns are fixed by the first :meth:`append` (``step``, ``time_s`` and the loss names, sorted).
+    Call :meth:`truncate` with the resumed step so a resumed run overwrites, not repeats, steps.
+    """
+
+    def __init__(self, directory: str | Path, name: str = "losses.csv") -> None:
+        self.path = Path(directory) / name
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._columns: list[str] | None = None
+        if self.path.is_file():
+            with self.path.open(newline="") as fh:
+                header = next(csv.reader(fh), None)
+            self._columns = header or None
+
+    def truncate(self, step: int) -> None:
+        """Drop rows with ``step`` > the given step (after resuming from it)."""
+        rows = self.rows()
+        if self._columns is None:
+            return
+        keep = [r for r in rows if int(float(r["step"])) <= step]
+        with self.path.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=self._columns)
+            w.writeheader()
+            w.writerows(keep)
+
+    def append(self, step: int, **losses: float) -> None:
+        """Append one row (floats; tensors are converted)."""
+        row = {"step": int(step), "time_s": round(time.time(), 3)}
+        row.update({k: float(v) for k, v in sorted(losses.items())})
+        new = self._columns is None
+        if new:
+            self._columns = list(row)
+        with self.path.open("a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=self._columns, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def rows(self) -> list[dict[str, str]]:
+        """All rows as dicts of strings."""
+        if not self.path.is_file():
+            return []
+        with self.path.open(newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    def plot(self, png: str | Path, smooth: int = 25) -> Path:
+        """Plot every loss against step (raw, faint, and a running mean of ``smooth`` steps)."""
+        import matplotlib  # noqa: PLC0415
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+
+        rows = self.rows()
+        names = [c for c in (self._columns or []) if c not in ("step", "time_s")]
+        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+        steps = np.array([float(r["step"]) for r in rows])
+        for name in names:
+            vals = np.array([float(r[name]) if r.get(name) not in (None, "") else np.nan
+                             for r in rows])
+            (line,) = ax.plot(steps, vals, alpha=0.25, lw=0.8)
+            if len(vals) >= smooth:
+                k = np.ones(smooth) / smooth
+                ax.plot(steps[smooth - 1:], np.convolve(vals, k, mode="valid"),
+                        color=line.get_color(), lw=1.6, label=name)
+            else:
+                line.set_label(name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        finite = [float(r[n]) for r in rows for n in names if r.get(n) not in (None, "")]
+        if finite and min(finite) > 0:  # hinge/feature losses can be negative: keep linear then
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if names:
+            ax.legend(fontsize=8, ncol=2)
+        fig.tight_layout()
+        out = Path(png)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out)
+        plt.close(fig)
+        return out

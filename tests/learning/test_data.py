@@ -1,0 +1,108 @@
+"""VR-Face index, image/tensor conversion and alignment pairs (on a toy build made here)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from revavatar.errors import InputError
+from revavatar.learning.data import (
+    AlignmentPairs,
+    VRFaceIndex,
+    read_image,
+    to_image,
+    to_tensor,
+    write_toy_build,
+)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return write_toy_build(tmp_path_factory.mktemp("toy"), samples=12)
+
+
+def test_index_splits_and_absolute_paths(toy):
+    idx = VRFaceIndex(toy)
+    assert len(idx) == 12
+    train, val, test = idx.samples("train"), idx.samples("val"), idx.samples("test")
+    assert len(train) + len(val) + len(test) == 12
+    assert {e["identity"] for e in train}.isdisjoint({e["identity"] for e in test})
+    for e in train:
+        assert e["gt_left_eye"].startswith(str(toy.resolve()))
+    with pytest.raises(ValueError, match="train, val, test"):
+        idx.samples("bogus")
+
+
+def test_index_rejects_missing_and_incomplete(tmp_path, toy):
+    with pytest.raises(InputError, match="meta.json is missing"):
+        VRFaceIndex(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps(
+        {"config": {"samples": 5}, "summary": {"complete": False}}))
+    (tmp_path / "index.json").write_text("[]")
+    with pytest.raises(InputError, match="incomplete"):
+        VRFaceIndex(tmp_path)
+
+
+def test_tensor_round_trip_gray_and_colour():
+    rng = np.random.default_rng(0)
+    bgr = rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    t = to_tensor(bgr)
+    assert t.shape == (3, 9, 7) and t.dtype == torch.float32
+    assert float(t.min()) >= -1.0 and float(t.max()) <= 1.0
+    assert np.array_equal(to_image(t), bgr)
+    assert np.array_equal(to_image(t[None]), bgr)
+    gray = bgr[:, :, 0].copy()
+    assert to_tensor(gray).shape == (1, 9, 7)
+    assert np.array_equal(to_image(to_tensor(gray)), gray)
+    assert to_image(torch.full((1, 2, 2), 5.0)).max() == 255
+    with pytest.raises(ValueError):
+        to_tensor(bgr.astype(np.float32))
+
+
+def test_read_image_modes(toy, tmp_path):
+    e = VRFaceIndex(toy).samples("train")[0]
+    assert read_image(e["left_eye"]).shape == (240, 320, 3)
+    assert read_image(e["left_eye"], gray=True).shape == (240, 320)
+    with pytest.raises(InputError, match="cannot read"):
+        read_image(tmp_path / "nope.png")
+
+
+@pytest.mark.parametrize(("region", "channels", "size"),
+                         [("left_eye", 1, (96, 128)), ("lower_face", 3, (128, 192))])
+def test_alignment_pairs_shapes(toy, region, channels, size):
+    ds = AlignmentPairs(toy, region, "train")
+    item = ds[0]
+    assert item["view"].shape == (channels, *size)
+    assert item["target"].shape == (channels, *size)
+    assert item["gaze"].shape == (2,)
+    assert isinstance(item["identity"], str)
+    # the target is the stored ground-truth crop (gray for the IR eye cameras)
+    gt = read_image(ds.entries[0][f"gt_{region}"], gray=channels == 1)
+    assert np.array_equal(to_image(item["target"]), gt)
+
+
+def test_alignment_pairs_augment_only_jitters_view(toy):
+    plain = AlignmentPairs(toy, "right_eye", "train", cache=True)
+    aug = AlignmentPairs(toy, "right_eye", "train", augment=True, cache=True)
+    a, b = plain[1], aug[1]
+    assert torch.equal(a["target"], b["target"])
+    assert not torch.equal(a["view"], b["view"])
+    assert torch.equal(aug[1]["view"], b["view"])  # deterministic for one epoch
+    aug.set_epoch(1)
+    assert not torch.equal(aug[1]["view"], b["view"])
+    batch = plain.batch([0, 1, 2])
+    assert batch["view"].shape == (3, 1, 96, 128)
+
+
+def test_alignment_pairs_rectified_mode(toy):
+    ds = AlignmentPairs(toy, "left_eye", "val", input_mode="rectified")
+    resized = AlignmentPairs(toy, "left_eye", "val")
+    assert ds[0]["view"].shape == resized[0]["view"].shape
+    assert not torch.equal(ds[0]["view"], resized[0]["view"])
+    with pytest.raises(ValueError, match="resize, rectified"):
+        AlignmentPairs(toy, "left_eye", "val", input_mode="warp")
+    with pytest.raises(ValueError, match="unknown region"):
+        AlignmentPairs(toy, "nose", "val")

@@ -1,0 +1,103 @@
+"""The ONNX aligner: rectify + network under onnxruntime, no torch at run time, registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from revavatar.core.alignment import HomographyAligner
+from revavatar.core.calibration import load_calibration
+from revavatar.core.canonical import CanonicalLayout
+from revavatar.core.onnx_aligner import OnnxAligner, default_model_dir
+from revavatar.errors import ModelLoadError
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADSET = ROOT / "calibration" / "generic.yaml"
+LAYOUT = CanonicalLayout(128)  # left_eye crop 64 x 48: a tiny model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    import torch
+
+    from revavatar.learning.alignment_model import AlignModelConfig, AlignmentModel, export_aligner
+
+    torch.manual_seed(0)
+    cfg = AlignModelConfig(region="left_eye", crop_size=(64, 48), ngf=8, n_blocks=1, max_ch=16,
+                           ndf=8, input_mode="rectified", bf16=False)
+    model = AlignmentModel(cfg)
+    with torch.no_grad():  # make the residual generator do something visible
+        model.G.model[-2].weight.normal_(0, 0.05)
+    out = tmp_path_factory.mktemp("models") / "align_left_eye"
+    return export_aligner(model, out, {"steps": 0, "command": "test"})
+
+
+@pytest.fixture(scope="module")
+def frame():
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (240, 320), dtype=np.uint8), (7, 7), 2)
+    return img
+
+
+def test_align_matches_torch_on_rectified_input(model_dir, frame):
+    from revavatar.learning.alignment_model import load_generator
+    from revavatar.learning.data import to_image, to_tensor
+
+    cam = load_calibration(HEADSET).cameras["left_eye"]
+    aligner = OnnxAligner("left_eye", model_dir, cam, LAYOUT)
+    assert aligner.method == "cyclegan" and aligner.channels == 1
+    crop = aligner.align(frame)
+    assert crop.shape == (48, 64) and crop.dtype == np.uint8
+    rect = HomographyAligner(cam, LAYOUT.region("left_eye"), LAYOUT).align(frame)
+    g, _ = load_generator(model_dir)
+    ref = to_image(g(to_tensor(rect)[None]).detach())
+    assert np.abs(crop.astype(int) - ref.astype(int)).max() <= 1
+    assert not np.array_equal(crop, rect)  # the network changed the rectified crop
+    colour = aligner.align(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))  # converted to gray first
+    assert np.abs(colour.astype(int) - crop.astype(int)).max() <= 1
+
+
+def test_errors(model_dir, tmp_path):
+    cam = load_calibration(HEADSET).cameras["left_eye"]
+    with pytest.raises(ModelLoadError, match="card.json"):
+        OnnxAligner("left_eye", tmp_path, cam, LAYOUT)
+    with pytest.raises(ModelLoadError, match="not right_eye"):
+        OnnxAligner("right_eye", model_dir, cam, LAYOUT)
+    with pytest.raises(ValueError, match="camera calibration"):
+        OnnxAligner("left_eye", model_dir, None, LAYOUT)
+    with pytest.raises(ModelLoadError, match="layout"):
+        OnnxAligner("left_eye", model_dir, cam, CanonicalLayout(256))
+    with pytest.raises(ValueError, match="cyclegan, autoencoder"):
+        default_model_dir("gan", "left_eye")
+    card = json.loads((model_dir / "card.json").read_text())
+    assert card["config"]["input_mode"] == "rectified"
+
+
+def test_no_torch_at_run_time_and_registry(model_dir, frame, tmp_path):
+    np.save(tmp_path / "frame.npy", frame)
+    code = f"""
+import sys, numpy as np
+from revavatar.core.calibration import load_calibration
+from revavatar.core.canonical import CanonicalLayout
+from revavatar.graph.stages import ALIGNERS
+layout = CanonicalLayout(128)
+cam = load_calibration({str(HEADSET)!r}).cameras["left_eye"]
+aligner = ALIGNERS["cyclegan"](cam, layout.region("left_eye"), layout)
+crop = aligner.align(np.load({str(tmp_path / 'frame.npy')!r}))
+assert crop.shape == (48, 64), crop.shape
+assert aligner.method == "cyclegan"
+assert "torch" not in sys.modules, "torch was imported"
+print("ok")
+"""
+    env = {**os.environ, "REVAVATAR_MODELS": str(model_dir.parent)}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().endswith("ok")
