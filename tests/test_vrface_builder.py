@@ -79,6 +79,9 @@ def test_index_has_every_field_and_files(reference: tuple[Path, Path, object]) -
         eye = cv2.imread(str(out / r["left_eye"]), cv2.IMREAD_UNCHANGED)
         assert eye.shape == (240, 320)  # infrared eye camera: gray, calibration resolution
         assert cv2.imread(str(out / r["lower_face"]), cv2.IMREAD_UNCHANGED).shape == (240, 320, 3)
+        # default "mixed" format: lossless targets, JPEG headset views
+        assert all(r[n].endswith(".png") for n in ("gt", "reference", "gt_left_eye", "gt_lower_face"))
+        assert all(r[n].endswith(".jpg") for n in ("left_eye", "right_eye", "lower_face"))
         crop = cv2.imread(str(out / r["gt_lower_face"]), cv2.IMREAD_UNCHANGED)
         assert crop.shape == (128, 192, 3)
         assert np.array_equal(crop, CanonicalLayout(256).crop_region(gt, "lower_face"))
@@ -191,3 +194,35 @@ def test_plain_folder_mode_and_cli_args(
     ir = [e["camera"] for r in rows for e in r["effects"] if e["effect"] == "ir_look"]
     assert sorted(set(ir)) == ["left_eye", "right_eye"]  # never on the colour lower-face camera
     assert summary.excluded_identities.keys() == {"max"}
+
+
+def test_shared_per_frame_work_does_not_change_samples(
+    src: Path, reference: tuple[Path, Path, object], tmp_path: Path
+) -> None:
+    """Samples share renders, ground truth and links with others of their frame; a build with
+    fewer samples (so other sharing) and lossless PNG views must give the same first samples."""
+    out1, cache, _ = reference
+    small = build(_config(src, tmp_path / "few", cache, samples=5, contact_sheet=False),
+                  progress=False)
+    png = build(_config(src, tmp_path / "png", cache, image_format="png", contact_sheet=False,
+                        chunk_size=2), progress=False)
+    assert small.complete and png.complete
+    rows1 = json.loads((out1 / "index.json").read_text())
+    rows_few = json.loads((tmp_path / "few" / "index.json").read_text())
+    rows_png = json.loads((tmp_path / "png" / "index.json").read_text())
+    assert rows_few == rows1[:5]
+    for r, p in zip(rows1, rows_png, strict=True):
+        assert {k: v for k, v in r.items() if k not in FILE_FIELDS} == {
+            k: v for k, v in p.items() if k not in FILE_FIELDS}  # same content, other files
+        for name in FILE_FIELDS:
+            if r["index"] < 5:
+                assert (out1 / r[name]).read_bytes() == (tmp_path / "few" / r[name]).read_bytes()
+            a = cv2.imread(str(out1 / r[name]), cv2.IMREAD_UNCHANGED) if name != "landmarks" else None
+            b = cv2.imread(str(tmp_path / "png" / p[name]), cv2.IMREAD_UNCHANGED) if a is not None else None
+            if a is None:
+                continue
+            if name in ("left_eye", "right_eye", "lower_face"):  # JPEG q95 of the same pixels
+                mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+                assert a.shape == b.shape and 10 * np.log10(255.0**2 / max(mse, 1e-9)) > 30
+            else:
+                assert np.array_equal(a, b)

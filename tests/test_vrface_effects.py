@@ -220,3 +220,52 @@ def test_apply_effects_records_and_replays() -> None:
         fx.apply_effects(img, ["blur"], np.random.default_rng(0), params={"vignetting": {}})
     with pytest.raises(ValueError, match="radius"):
         fx.apply_effects(img, ["blur"], np.random.default_rng(0), params={"blur": {"radius": 99.0}})
+
+
+def _occlusion_full_image(image: np.ndarray, seed: int, n_blobs: int, size: float, darkness: float,
+                          smudge: float) -> np.ndarray:
+    """Reference: the occlusion effect with every blur over the whole image (no windows)."""
+    rng = np.random.default_rng(seed)
+    h, w = image.shape[:2]
+
+    def blob(sz: float) -> np.ndarray:
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        ax, ay = sz * min(h, w) * rng.uniform(0.6, 1.4), sz * min(h, w) * rng.uniform(0.6, 1.4)
+        m = np.zeros((h, w), np.float32)
+        cv2.ellipse(m, (round(cx), round(cy)), (max(round(ax), 1), max(round(ay), 1)),
+                    float(rng.uniform(0, 180)), 0, 360, 1.0, -1, cv2.LINE_AA)
+        return cv2.GaussianBlur(m, (0, 0), max(0.25 * min(ax, ay), 0.5))
+
+    f = image.astype(np.float32)
+    gain = np.ones((h, w), np.float32)
+    for _ in range(n_blobs):
+        gain *= 1.0 - darkness * blob(size)
+    if smudge > 0:
+        s = blob(2.0 * size) * smudge
+        hazy = cv2.GaussianBlur(f, (0, 0), 0.02 * min(h, w) + 1.0) * 0.8 + 0.2 * 200.0
+        s3 = s[..., None] if image.ndim == 3 else s
+        f = f * (1.0 - s3) + hazy * s3
+    out = f * (gain[..., None] if image.ndim == 3 else gain)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("gray", [True, False])
+def test_windowed_blurs_equal_full_image_blurs(gray: bool) -> None:
+    """Occlusion and eyebrow reduction blur only windows (speed); the pixels must not change."""
+    big = cv2.resize(_textured(5, gray=gray), (320, 240), interpolation=cv2.INTER_LINEAR)
+    for seed in range(12):
+        size = (0.03, 0.12, 0.3, 0.5)[seed % 4]  # windows from tiny to the whole image
+        kw = {"n_blobs": seed % 4 + 1, "size": size, "darkness": 0.8, "smudge": 0.7 * (seed % 2)}
+        for img in (big, _textured(seed, gray=gray)):
+            assert np.array_equal(_run("occlusion", img, seed=seed, **kw),
+                                  _occlusion_full_image(img, seed, **kw))  # type: ignore[arg-type]
+    for y0, y1 in ((0.0, 0.2), (0.3, 0.5), (0.7, 1.0)):
+        p = {"y0": y0, "y1": y1, "strength": 0.8, "darken": 0.3, "feather": 0.05}
+        f = big.astype(np.float32)
+        y = (np.arange(240, dtype=np.float32) + 0.5) / 240
+        band = np.clip((y - y0) / 0.05 + 0.5, 0, 1) * np.clip((y1 - y) / 0.05 + 0.5, 0, 1)
+        local = cv2.GaussianBlur(f, (0, 0), 0.06 * 240 + 1.0)
+        reduced = (local + (f - local) * 0.2) * 0.7
+        a = band[:, None] if gray else band[:, None, None]
+        ref = np.clip(np.rint(f * (1.0 - a) + reduced * a), 0, 255).astype(np.uint8)
+        assert np.array_equal(_run("eyebrow_reduction", big, **p), ref)

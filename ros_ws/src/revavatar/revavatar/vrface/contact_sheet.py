@@ -18,8 +18,9 @@ import numpy as np
 if TYPE_CHECKING:
     from revavatar.core.calibration import HeadsetCalibration
     from revavatar.core.landmarks import FaceLandmarks
+    from revavatar.vrface.sources import SamplePlan, SourceFile, SourceLandmarks
 
-__all__ = ["COLUMNS", "make_contact_sheet", "openness", "write_contact_sheet"]
+__all__ = ["COLUMNS", "make_contact_sheet", "openness", "write_build_sheet", "write_contact_sheet"]
 
 #: camera columns, wearer's right eye first (it is on the image left of a frontal face)
 COLUMNS: Final = ("right_eye", "left_eye", "lower_face")
@@ -159,3 +160,13 @@ def write_contact_sheet(path: Path, frame_bgr: np.ndarray, landmarks: FaceLandma
 
     atomic_write(Path(path), buf.tobytes())
     return Path(path)
+
+
+def write_build_sheet(path: Path, files: Sequence[SourceFile], dets: Sequence[SourceLandmarks],
+                      plans: Sequence[SamplePlan], headset: Path, **kwargs: object) -> Path:
+    """The sheet of a build: the frame of its first 64 samples with the widest-open eyes."""
+    from revavatar.vrface.sources import iter_frames
+
+    plan = max(plans[:64], key=lambda p: openness(dets[p.file].landmarks(p.det)))
+    frame = next(img for _, img in iter_frames(files[plan.file], [plan.frame]))
+    return write_contact_sheet(path, frame, dets[plan.file].landmarks(plan.det), headset, **kwargs)

@@ -262,16 +262,22 @@ class _LensGrid:
     """View-independent per-camera lookup: where each output pixel's ray hits the pinhole buffer.
 
     Buffer pixel of a ray (x, y, 1) = ``(k * (fx * x + cx) - ox, k * (fy * y + cy) - oy)``; the
-    scale k < 1 only for very wide lenses, whose pinhole buffer would otherwise be huge.
+    scale k < 1 only for very wide lenses, whose pinhole buffer would otherwise be huge. The arrays
+    cover every output pixel (row-major), so a render gathers without any scatter: a pixel without
+    a valid ray looks up ``sentinel``, one cell past the buffer that always reads "no triangle".
     """
 
     size: tuple[int, int]  # pinhole buffer (w, h)
     offset: tuple[float, float]  # (ox, oy)
     scale: float  # k
-    pixels: np.ndarray  # (K,) flat output indices of the pixels that see a valid ray
-    bidx: np.ndarray  # (K,) flat buffer index of their nearest buffer pixel
-    bx: np.ndarray  # (K,) float32 exact buffer x
-    by: np.ndarray  # (K,) float32 exact buffer y
+    lookup: np.ndarray  # (H*W,) intp flat buffer index of each pixel's nearest buffer pixel
+    bx: np.ndarray  # (H*W,) float32 exact buffer x (0 where the pixel has no valid ray)
+    by: np.ndarray  # (H*W,) float32 exact buffer y
+
+    @property
+    def sentinel(self) -> int:
+        """Flat index of the extra always-empty cell appended to the id buffer."""
+        return self.size[0] * self.size[1]
 
 
 @functools.lru_cache(maxsize=64)
@@ -315,11 +321,10 @@ def _lens_grid_uncached(camera: CameraCalibration) -> _LensGrid:
     )
     lattice_ok = cv2.erode(good_img, np.ones((5, 5), np.uint8))[:h, :w].astype(bool).ravel()
     idx = np.nonzero(valid & lattice_ok)[0]
+    n = w * h
     if not len(idx):
-        empty = np.zeros(0, dtype=np.int64)
-        return _LensGrid(
-            (1, 1), (0.0, 0.0), 1.0, empty, empty, empty.astype(np.float32), empty.astype(np.float32)
-        )
+        zeros = np.zeros(n, dtype=np.float32)
+        return _LensGrid((1, 1), (0.0, 0.0), 1.0, np.ones(n, dtype=np.intp), zeros, zeros)
     px = camera.fx * rays[idx, 0] + camera.cx
     py = camera.fy * rays[idx, 1] + camera.cy
     span = max(px.max() - px.min(), py.max() - py.min())
@@ -328,8 +333,11 @@ def _lens_grid_uncached(camera: CameraCalibration) -> _LensGrid:
     ox, oy = math.floor(px.min()) - 1, math.floor(py.min()) - 1
     bx, by = px - ox, py - oy
     size = (math.ceil(bx.max()) + 2, math.ceil(by.max()) + 2)
-    bidx = np.rint(by).astype(np.int64) * size[0] + np.rint(bx).astype(np.int64)
-    return _LensGrid(size, (float(ox), float(oy)), k, idx, bidx, bx.astype(np.float32), by.astype(np.float32))
+    lookup = np.full(n, size[0] * size[1], dtype=np.intp)  # the sentinel cell
+    lookup[idx] = np.rint(by).astype(np.intp) * size[0] + np.rint(bx).astype(np.intp)
+    full_x, full_y = np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
+    full_x[idx], full_y[idx] = bx, by
+    return _LensGrid(size, (float(ox), float(oy)), k, lookup, full_x, full_y)
 
 
 def _perspective_coefs(q: np.ndarray, z: np.ndarray, uv: np.ndarray) -> np.ndarray:
@@ -351,8 +359,15 @@ def _perspective_coefs(q: np.ndarray, z: np.ndarray, uv: np.ndarray) -> np.ndarr
 def _sample_maps(
     coef: np.ndarray, tri: np.ndarray, bx: np.ndarray, by: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Source pixel (u, v) at buffer points (bx, by) through triangle ``tri``'s coefficients."""
-    c = coef.reshape(len(coef), 9).astype(np.float32)[tri]
+    """Source pixel (u, v) at buffer points (bx, by) through triangle ``tri``'s coefficients.
+
+    ``tri`` = -1 selects an appended constant map to (-1, -1) (no triangle: the caller paints
+    those pixels with the background), so whole images are evaluated without masking.
+    """
+    c = np.empty((len(coef) + 1, 9), dtype=np.float32)
+    c[:-1] = coef.reshape(len(coef), 9)
+    c[-1] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, -1.0, -1.0)
+    c = np.take(c, tri.astype(np.intp, copy=False), axis=0)  # row gather: faster than c[tri]
     w0 = bx * c[:, 0] + by * c[:, 3] + c[:, 6]
     u = (bx * c[:, 1] + by * c[:, 4] + c[:, 7]) / w0
     v = (bx * c[:, 2] + by * c[:, 5] + c[:, 8]) / w0
@@ -377,22 +392,16 @@ def _render_camera(
     )
     tris = np.arange(q.shape[0] * 3, dtype=np.int32).reshape(-1, 3)
     ids = rasterize(q.reshape(-1, 2), z.ravel(), tris, grid.size)
-    hit = ids.ravel()[grid.bidx]
-    covered = hit >= 0
-    mask = np.zeros(h * w, dtype=bool)
-    mask[grid.pixels[covered]] = True
-    mask = mask.reshape(h, w)
-    if not covered.any():
+    ids_ext = np.empty(ids.size + 1, dtype=np.int32)
+    ids_ext[:-1] = ids.ravel()
+    ids_ext[-1] = -1  # the sentinel cell of pixels without a valid ray
+    hit = np.take(ids_ext, grid.lookup)
+    mask = (hit >= 0).reshape(h, w)
+    if not mask.any():
         return np.full(shape, config.background, dtype=np.uint8), mask
     coef = _perspective_coefs(q, z, uv)
-    u, v = _sample_maps(coef, hit[covered], grid.bx[covered], grid.by[covered])
-    map_x = np.full(h * w, -1.0, dtype=np.float32)
-    map_y = np.full(h * w, -1.0, dtype=np.float32)
-    map_x[grid.pixels[covered]] = u
-    map_y[grid.pixels[covered]] = v
-    img = cv2.remap(
-        source, map_x.reshape(h, w), map_y.reshape(h, w), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-    )
+    u, v = _sample_maps(coef, hit, grid.bx, grid.by)
+    img = cv2.remap(source, u.reshape(h, w), v.reshape(h, w), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     img[~mask] = config.background
     return img, mask
 
