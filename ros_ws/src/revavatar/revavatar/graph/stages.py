@@ -307,6 +307,16 @@ class RestorationStage(_Base):
         self.ports = tuple(f"{cam}/aligned" for cam in CAMERA_NAMES)
         self.sync = ApproximateTimeSynchronizer(len(self.ports), queue_size, slop_ns)
         self._sizes = {cam: layout.region(cam).crop_size for cam in CAMERA_NAMES}
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Restore one blank set before the first frame arrives.
+
+        The first call pays one-off costs (lazy imports, OpenCV and onnxruntime allocations,
+        100+ ms); paid on a live stream it overflows the keep-last queues and drops real frames.
+        """
+        blank = {cam: np.zeros((h, w), np.uint8) for cam, (w, h) in self._sizes.items()}
+        self.restorer.restore(blank)
 
     def _process(self, port: str, msg: Any) -> list[Output]:
         if port not in self.ports:
