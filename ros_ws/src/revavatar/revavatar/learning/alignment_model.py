@@ -32,7 +32,8 @@ from revavatar.learning.networks import GANLoss, define_discriminator, define_ge
 from revavatar.learning.trainer import autocast
 
 __all__ = ["KINDS", "AlignModelConfig", "AlignmentModel", "export_aligner", "load_generator",
-           "lpips_input", "write_card"]
+           "lpips_input", "make_job", "save_job",
+           "write_card"]
 
 #: model kinds (the ``method`` a trained aligner reports)
 KINDS: Final = ("cyclegan", "autoencoder")
@@ -319,3 +320,44 @@ def _losses(c: dict[str, Any]) -> str:
     return (f"{c['gan_mode']} GAN x{c['lambda_gan']}, cycle x{c['lambda_cycle']}, identity "
             f"x{c['lambda_cycle'] * c['lambda_idt']}, plus paired {c['lambda_l1']} L1 + "
             f"{c['lambda_lpips']} LPIPS(alex) on G (the paper is unpaired; VR-Face has pairs)")
+
+
+# -- training jobs of `revavatar train align` (kept here so train_align.py stays a short loop)
+def make_job(args: Any, region: str, kind: str, data: Any,
+         lpips: torch.nn.Module) -> dict:
+    """One model's training state for ``train align`` (resumed from its checkpoint if asked)."""
+    from revavatar.learning.data import AlignmentPairs  # noqa: PLC0415
+    from revavatar.learning.trainer import Checkpointer, LossLog  # noqa: PLC0415
+
+    name = f"{'align_ae_' if kind == 'autoencoder' else 'align_'}{region}"
+    config = AlignModelConfig(region=region, kind=kind, channels=data.channels,
+                              crop_size=data.crop_size, input_mode=args.input_mode,
+                              bf16=not args.no_bf16)
+    job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
+           "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
+           "val": AlignmentPairs(args.data, region, "val", input_mode=args.input_mode, limit=32)}
+    job["log"], job["vlog"] = LossLog(job["ckpt"].dir), LossLog(job["ckpt"].dir, "val.csv")
+    if args.resume and job["ckpt"].latest() is not None:
+        info = job["ckpt"].load(job["model"].trainable(), job["model"].optimizers())
+        job["start"], job["wall"] = info["step"], float(info["extra"].get("wall_s", 0.0))
+        job["log"].truncate(job["start"])
+        job["vlog"].truncate(job["start"])
+    return job
+
+
+def save_job(args: Any, job: dict, step: int) -> None:
+    """Validate, checkpoint, plot and export one model of ``train align`` at ``step``."""
+    model, vb = job["model"], job["val"].batch(range(len(job["val"])))
+    job["vlog"].append(step, **model.evaluate(vb["view"], vb["target"]))
+    extra = {"config": model.config.to_dict(), "wall_s": job["wall"]}
+    job["ckpt"].save(step, model.trainable(), model.optimizers(), extra=extra)
+    job["log"].plot(Path(args.out) / job["name"] / "losses.png")
+    cmd = (f"revavatar train align --region {args.region} --kind {args.kind} --data {args.data} "
+           f"--steps {args.steps} --batch {args.batch} --input-mode {args.input_mode} "
+           f"--threads {args.threads}" + (" --no-bf16" if args.no_bf16 else ""))
+    export_aligner(model, Path(args.out) / job["name"], {
+        "data": str(Path(args.data).resolve()), "train_samples": len(job["data"]),
+        "steps": step, "steps_planned": args.steps, "batch": args.batch,
+        "wall_s": round(job["wall"], 1), "threads": args.threads, "seed": args.seed,
+        "checkpoints": str(job["ckpt"].dir), "val_last": job["vlog"].rows()[-1],
+        "command": cmd})

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any, Final
 
@@ -107,14 +108,19 @@ def _summary(vals: dict[str, list[float]], gaze: list[float], region: str) -> di
     res["gaze_error_deg"] = ({"mean": float(np.mean(gaze)), "p95": float(np.percentile(gaze, 95))}
                              if region in _SIDE and gaze else None)
     res["n"] = len(vals["ssim"])
-    if region in _SIDE:
-        res["gaze_n"] = len(gaze)
+    if region in _SIDE and len(gaze) < res["n"]:
+        print(f"eval align: {region}: gaze measured on {len(gaze)} of {res['n']} samples "
+              "(MediaPipe found no face in the others)", file=sys.stderr)
     return res
 
 
 def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None,
-             split: str = "test", figure: Path | None = None) -> dict[str, Any]:
-    """Metrics per region and method (see the module docstring); optionally a qualitative PNG."""
+             split: str = "test", figure: Path | None = None,
+             views: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Metrics per region and method (see the module docstring); optionally a qualitative PNG.
+
+    ``views`` keeps only samples rendered from those VR-Face views (e.g. ``("front",)``).
+    """
     import torch  # noqa: PLC0415
 
     from revavatar.core.canonical import CanonicalLayout  # noqa: PLC0415
@@ -126,7 +132,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
 
     torch.set_num_threads(2)
     index = VRFaceIndex(data)
-    entries = index.samples(split)
+    entries = [e for e in index.samples(split) if views is None or e.get("view") in views]
     if limit is not None and limit < len(entries):  # evenly spread over the split's identities
         entries = [entries[int(i)] for i in np.linspace(0, len(entries) - 1, limit)]
     layout = CanonicalLayout(index.layout_size)
@@ -195,13 +201,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--figure", default=None, help="qualitative PNG (4 samples per region)")
     parser.add_argument("--cache", default=None, help="where a source folder is built")
+    parser.add_argument("--views", default=None, help="only these views, e.g. front,top-30")
 
 
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate, print the JSON (and write it with --json)."""
     data = resolve_data(Path(args.data), Path(args.cache) if args.cache else None)
+    views = tuple(v.strip() for v in args.views.split(",")) if args.views else None
     res = evaluate(data, Path(args.models), args.limit, args.split,
-                   Path(args.figure) if args.figure else None)
+                   Path(args.figure) if args.figure else None, views)
     text = json.dumps(res, indent=1)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

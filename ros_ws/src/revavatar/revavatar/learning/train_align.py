@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from revavatar.learning.alignment_model import AlignModelConfig, AlignmentModel, export_aligner
+from revavatar.learning.alignment_model import make_job, save_job
 from revavatar.learning.data import AlignmentPairs
-from revavatar.learning.trainer import Checkpointer, LossLog, progress, seed_everything
+from revavatar.learning.trainer import progress, seed_everything
 
 __all__ = ["add_arguments", "run_from_args"]
 _REGIONS = ("left_eye", "right_eye", "lower_face")
@@ -41,41 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def _job(args: argparse.Namespace, region: str, kind: str, data: AlignmentPairs,
-         lpips: torch.nn.Module) -> dict:
-    name = f"{'align_ae_' if kind == 'autoencoder' else 'align_'}{region}"
-    config = AlignModelConfig(region=region, kind=kind, channels=data.channels,
-                              crop_size=data.crop_size, input_mode=args.input_mode,
-                              bf16=not args.no_bf16)
-    job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
-           "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
-           "val": AlignmentPairs(args.data, region, "val", input_mode=args.input_mode, limit=32)}
-    job["log"], job["vlog"] = LossLog(job["ckpt"].dir), LossLog(job["ckpt"].dir, "val.csv")
-    if args.resume and job["ckpt"].latest() is not None:
-        info = job["ckpt"].load(job["model"].trainable(), job["model"].optimizers())
-        job["start"], job["wall"] = info["step"], float(info["extra"].get("wall_s", 0.0))
-        job["log"].truncate(job["start"])
-        job["vlog"].truncate(job["start"])
-    return job
-
-
-def _save(args: argparse.Namespace, job: dict, step: int) -> None:
-    model, vb = job["model"], job["val"].batch(range(len(job["val"])))
-    job["vlog"].append(step, **model.evaluate(vb["view"], vb["target"]))
-    extra = {"config": model.config.to_dict(), "wall_s": job["wall"]}
-    job["ckpt"].save(step, model.trainable(), model.optimizers(), extra=extra)
-    job["log"].plot(Path(args.out) / job["name"] / "losses.png")
-    cmd = (f"revavatar train align --region {args.region} --kind {args.kind} --data {args.data} "
-           f"--steps {args.steps} --batch {args.batch} --input-mode {args.input_mode} "
-           f"--threads {args.threads}" + (" --no-bf16" if args.no_bf16 else ""))
-    export_aligner(model, Path(args.out) / job["name"], {
-        "data": str(Path(args.data).resolve()), "train_samples": len(job["data"]),
-        "steps": step, "steps_planned": args.steps, "batch": args.batch,
-        "wall_s": round(job["wall"], 1), "threads": args.threads, "seed": args.seed,
-        "checkpoints": str(job["ckpt"].dir), "val_last": job["vlog"].rows()[-1],
-        "command": cmd})
-
-
 def run_from_args(args: argparse.Namespace) -> list[Path]:
     """Train (or resume) the selected models; checkpoint, plot and export each to --out."""
     torch.set_num_threads(args.threads)
@@ -88,7 +53,7 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
         data = AlignmentPairs(args.data, region, "train", augment=True, cache=True,
                               input_mode=args.input_mode, seed=args.seed)
         for kind in _KINDS if args.kind == "all" else (args.kind,):
-            jobs.append(_job(args, region, kind, data, lpips))
+            jobs.append(make_job(args, region, kind, data, lpips))
     start = min(j["start"] for j in jobs)
     bar = progress(args.steps, initial=start, desc="train align", disable=args.no_progress)
     for step in range(start + 1, args.steps + 1):
@@ -107,7 +72,7 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
             job["wall"] += time.perf_counter() - t0
             job["log"].append(step, **losses)
             if step % args.ckpt_every == 0 or step == args.steps:
-                _save(args, job, step)
+                save_job(args, job, step)
         bar.update(1)
     bar.close()
     return [Path(args.out) / j["name"] for j in jobs]

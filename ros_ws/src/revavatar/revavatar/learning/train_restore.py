@@ -31,11 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--every", type=int, default=50, help="checkpoint every N steps")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads (1 when another training shares the 2 cores)")
 
 
 def train(args: argparse.Namespace) -> Path:
     """Train (or resume) ``args.variant`` to ``args.steps`` and export it; returns the model dir."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     run = args.runs / f"restore_{args.variant}"
     cfg = RestoreConfig(variant=args.variant, size=args.size)

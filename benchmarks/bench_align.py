@@ -1,0 +1,88 @@
+"""Benchmark the learned aligners: per-crop latency, onnxruntime (2 threads) vs torch eager.
+
+Usage: python benchmarks/bench_align.py [--models models] [--runs 50] [--threads 2]
+
+For each trained aligner in ``--models`` (align_<region>, align_ae_<region>) it times the network
+alone at batch 1 on its crop size, in the same process: onnxruntime fp32 (the deployed engine,
+``--threads`` intra-op threads), torch eager fp32 and torch eager bf16 autocast (same thread
+count), plus the full ``OnnxAligner.align`` (homography rectification + network + conversion) on
+a camera-sized frame. Prints medians in ms, the torch/onnxruntime ratio, and the sum over the
+three regions (the per-frame cost of the headset's three crops). The CPU is shared with other
+jobs here, so figures are medians of ``--runs`` runs after 5 warm-up runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from revavatar.core.calibration import load_calibration
+from revavatar.core.canonical import CanonicalLayout
+from revavatar.core.onnx_aligner import MODEL_PREFIXES, OnnxAligner
+from revavatar.learning.alignment_model import load_generator
+from revavatar.learning.export import OnnxModel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _median_ms(fn, runs: int) -> float:
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=str(ROOT / "models"))
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--headset", default=str(ROOT / "calibration" / "generic.yaml"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    calib = load_calibration(Path(args.headset))
+    layout = CanonicalLayout(256)
+    print(f"{'model':24s} {'crop':>8s} {'ort ms':>8s} {'torch ms':>9s} {'bf16 ms':>8s} "
+          f"{'torch/ort':>9s} {'align ms':>9s}")
+    for method, prefix in MODEL_PREFIXES.items():
+        total = {"ort": 0.0, "torch": 0.0, "align": 0.0}
+        for region in ("left_eye", "right_eye", "lower_face"):
+            d = Path(args.models) / f"{prefix}{region}"
+            if not (d / "model.onnx").is_file():
+                continue
+            g, cfg = load_generator(d)
+            w, h = cfg.crop_size
+            x = torch.rand(1, cfg.channels, h, w) * 2 - 1
+            sess = OnnxModel(d / "model.onnx", threads=args.threads)
+            xn = x.numpy()
+            ort_ms = _median_ms(lambda: sess.run(view=xn), args.runs)
+            with torch.inference_mode():
+                eager = _median_ms(lambda: g(x), args.runs)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    bf16 = _median_ms(lambda: g(x), args.runs)
+            cam = calib.cameras[region]
+            aligner = OnnxAligner(region, d, cam, layout, threads=args.threads)
+            shape = (cam.height, cam.width) if cam.infrared else (cam.height, cam.width, 3)
+            frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+            align_ms = _median_ms(lambda: aligner.align(frame), args.runs)
+            total["ort"] += ort_ms
+            total["torch"] += eager
+            total["align"] += align_ms
+            print(f"{d.name:24s} {w:>4d}x{h:<3d} {ort_ms:8.2f} {eager:9.2f} {bf16:8.2f} "
+                  f"{eager / ort_ms:9.2f} {align_ms:9.2f}")
+        if total["ort"]:
+            print(f"{method + ' (3 crops)':24s} {'':8s} {total['ort']:8.2f} {total['torch']:9.2f} "
+                  f"{'':8s} {total['torch'] / total['ort']:9.2f} {total['align']:9.2f}")
+
+
+if __name__ == "__main__":
+    main()
