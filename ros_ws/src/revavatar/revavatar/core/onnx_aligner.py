@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Final
 import cv2
 import numpy as np
 
-from revavatar.errors import BackendUnavailableError, InputError, ModelLoadError
+from revavatar.core.onnx_runtime import create_session
+from revavatar.errors import InputError, ModelLoadError
 
 if TYPE_CHECKING:
     from revavatar.core.calibration import CameraCalibration
@@ -101,7 +102,7 @@ class OnnxAligner:
             from revavatar.core.alignment import HomographyAligner  # noqa: PLC0415
 
             self._rectifier = HomographyAligner(camera, self.region, self.layout)
-        self._session = _session(self.model_dir / "model.onnx", threads, providers)
+        self._session = create_session(self.model_dir / "model.onnx", threads, providers)
         self._input = self._session.get_inputs()[0].name
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
@@ -142,26 +143,6 @@ class OnnxAligner:
         out = np.clip(np.rint((np.clip(y, -1.0, 1.0) + 1.0) * 127.5), 0, 255).astype(np.uint8)
         return [o[0] if o.shape[0] == 1 else np.ascontiguousarray(o.transpose(1, 2, 0))
                 for o in out]
-
-
-def _session(path: Path, threads: int, providers: Sequence[str]) -> Any:
-    try:
-        import onnxruntime as ort  # noqa: PLC0415
-    except ImportError as err:
-        msg = f"onnxruntime unavailable ({err}); install it with `pip install onnxruntime`"
-        raise BackendUnavailableError(msg) from err
-    if not path.is_file():
-        msg = f"ONNX model not found: {path}"
-        raise ModelLoadError(msg)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), opts, providers=list(providers))
-    except Exception as err:  # onnxruntime raises untyped errors
-        msg = f"{path}: cannot load ONNX model ({type(err).__name__}: {err})"
-        raise ModelLoadError(msg) from err
 
 
 def aligner_factory(method: str) -> Callable[[CameraCalibration, Region, CanonicalLayout],

@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 from revavatar.core.composite import check_image, checks_enabled, composite
-from revavatar.errors import BackendUnavailableError, ModelLoadError
+from revavatar.core.onnx_runtime import create_session
+from revavatar.errors import ModelLoadError
 
 if TYPE_CHECKING:
     from revavatar.core.canonical import CanonicalLayout
@@ -91,7 +92,7 @@ class OnnxRestorer:
         self.method = "ours" if self.config.get("variant") == "ours" else str(
             self.config.get("variant", "ours"))
         self.size = int(self.config.get("size", layout.size))
-        self.session = _session(self.model_dir / "model.onnx", threads)
+        self.session = create_session(self.model_dir / "model.onnx", threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self._z = _to_input(profile.dp, self.size)
         self.valid = dict(valid) if valid is not None else None
@@ -124,24 +125,3 @@ class OnnxRestorer:
         if checks_enabled():
             check_image(out, "restored", size=(self.layout.size, self.layout.size), channels=(3,))
         return out
-
-
-def _session(path: Path, threads: int) -> Any:
-    try:
-        import onnxruntime as ort  # noqa: PLC0415
-    except ImportError as err:
-        msg = f"onnxruntime unavailable ({err}); install it with `pip install onnxruntime`"
-        raise BackendUnavailableError(msg) from err
-    if not path.is_file():
-        msg = f"ONNX model not found: {path} (train it with `revavatar train restore`)"
-        raise ModelLoadError(msg)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own untyped exceptions
-        msg = f"{path}: cannot load ONNX model ({type(err).__name__}: {err})"
-        raise ModelLoadError(msg) from err

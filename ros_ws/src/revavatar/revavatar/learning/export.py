@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from revavatar.errors import BackendUnavailableError, ModelLoadError
+from revavatar.core.onnx_runtime import create_session
+from revavatar.errors import ModelLoadError
 
 if TYPE_CHECKING:
     import torch
@@ -97,27 +98,8 @@ class OnnxModel:
 
     def __init__(self, path: str | Path, threads: int = 2,
                  providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
-        try:
-            import onnxruntime as ort  # noqa: PLC0415
-        except ImportError as err:
-            msg = f"onnxruntime unavailable ({err}); install it with `pip install onnxruntime`"
-            raise BackendUnavailableError(msg) from err
         self.path = Path(path)
-        if not self.path.is_file():
-            msg = f"ONNX model not found: {self.path}"
-            raise ModelLoadError(msg)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        try:
-            self.session: Any = ort.InferenceSession(str(self.path), opts,
-                                                     providers=list(providers))
-        except Exception as err:  # onnxruntime raises its own untyped exceptions
-            msg = f"{self.path}: cannot load ONNX model ({type(err).__name__}: {err})"
-            raise ModelLoadError(msg) from err
+        self.session: Any = create_session(self.path, threads, providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
