@@ -70,6 +70,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         Path(args.out),
         rate=args.rate,
         record=Path(args.record) if args.record else None,
+        aligner=args.aligner,
+        restorer=args.restorer,
     )
     print(json.dumps({"nodes": report["nodes"], "methods": report["methods"]}, indent=1))
     print(f"wrote {args.out}/report.json, restored.mp4, display.mp4")
@@ -194,6 +196,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/run", help="output directory (default: out/run)")
     p.add_argument("--record", help="also record every topic of the graph to this bag")
     p.add_argument("--rate", type=float, default=1.0, help="replay rate (1 = real time, 0 = max)")
+    p.add_argument("--aligner", default="homography",
+                   help="homography (classical baseline) | cyclegan | autoencoder (trained)")
+    p.add_argument("--restorer", default="paste+poisson",
+                   help="paste | paste+poisson (classical baselines) | ours (trained)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("record", help="record a session bag from cameras or video files")

@@ -499,6 +499,8 @@ def run_session(
     queue_depth: int = DEFAULT_QUEUE_DEPTH,
     slop_ms: float = DEFAULT_SLOP_MS,
     layout_size: int | None = None,
+    aligner: str = "homography",
+    restorer: str = "paste+poisson",
 ) -> dict[str, Any]:
     """Replay a session bag through the headset graph and write the results.
 
@@ -518,6 +520,8 @@ def run_session(
         progress: show a tqdm bar.
         queue_depth, slop_ms: graph parameters (see docs/nodes.md).
         layout_size: canonical face size; default the profile's.
+        aligner: key of ``ALIGNERS`` run by the alignment nodes (trained ones need models/).
+        restorer: key of ``RESTORERS`` run by the restoration node.
 
     Returns:
         The report (also written to ``report.json``).
@@ -552,7 +556,8 @@ def run_session(
         layout_size = int(Profile.load(Path(profile_dir)).layout_size)
     layout = CanonicalLayout(layout_size or 256)
     spec = headset_graph(calibration_path, profile_dir, queue_depth=queue_depth, slop_ms=slop_ms,
-                         session=bag, rate=rate, layout_size=layout.size)
+                         session=bag, rate=rate, layout_size=layout.size, aligner=aligner,
+                         restorer=restorer)
     runner = GraphRunner(spec)
     runner.build()  # fail on a bad profile before writing anything
 
