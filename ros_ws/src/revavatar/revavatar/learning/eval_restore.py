@@ -141,6 +141,21 @@ def evaluate(data: Path, models: Path, limit: int | None = None, split: str = "t
     return report, shown
 
 
+def _write_grid(path: Path, shown: list[dict[str, np.ndarray]]) -> None:
+    """One row per sample: composite input, the methods that ran, ground truth (labelled)."""
+    import cv2  # noqa: PLC0415
+
+    cols = ["x"] + [m for m in METHODS if shown and m in shown[0]] + ["y"]
+    names = {"x": "composite (input)", "y": "ground truth", "dp_only": "DP (reference)"}
+    rows = [np.hstack([cv2.resize(s[c], (192, 192)) for c in cols]) for s in shown]
+    bar = np.full((24, 192 * len(cols), 3), 255, np.uint8)
+    for k, c in enumerate(cols):
+        cv2.putText(bar, names.get(c, c), (k * 192 + 4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (0, 0, 0), 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.vstack([bar, *rows]), [cv2.IMWRITE_JPEG_QUALITY, 88])
+
+
 def _mask(crops: dict[str, np.ndarray], layout: CanonicalLayout) -> np.ndarray:
     mask = np.zeros((layout.size, layout.size), np.uint8)
     for name in crops:
@@ -156,11 +171,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--limit", type=int, default=None, help="first N samples of the split")
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="qualitative grid (JPEG/PNG): composite, DP, methods, truth")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """CLI entry point: print (and optionally write) the JSON report."""
-    report, _ = evaluate(args.data, args.models, args.limit, args.split)
+    report, shown = evaluate(args.data, args.models, args.limit, args.split,
+                             keep=6 if args.figure else 0)
+    if args.figure is not None:
+        _write_grid(args.figure, shown)
     text = json.dumps(report, indent=1)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
