@@ -22,7 +22,7 @@ from revavatar.bag import (
     to_ros,
     validate_session,
 )
-from revavatar.core.calibration import CAMERA_NAMES, HeadsetCalibration, calibration_from_dict
+from revavatar.core.calibration import CAMERA_NAMES, HeadsetCalibration
 from revavatar.core.messages import (
     ENCODINGS,
     CameraInfo,
@@ -34,36 +34,15 @@ from revavatar.core.messages import (
     image_to_array,
 )
 from revavatar.errors import BagError, EncodingError
+from tiny_headset import SIZES as TINY_SIZES
+from tiny_headset import small_calibration as tiny_calibration
 
-SIZES = {"left_eye": (32, 24), "right_eye": (32, 24), "lower_face": (48, 32)}
+SIZES = TINY_SIZES
 
 
 def small_calibration() -> HeadsetCalibration:
-    """A real, validated headset profile with tiny cameras (IR eyes, colour lower face)."""
-    cams = {}
-    for name, (w, h) in SIZES.items():
-        cams[name] = {
-            "resolution": [w, h],
-            "fps": 30.0,
-            "intrinsics": {"fx": 40.0, "fy": 40.0, "cx": w / 2, "cy": h / 2},
-            "distortion": {"model": "plumb_bob", "coefficients": [0.01, 0.0, 0.0, 0.0, 0.0]},
-            "pose": {"translation_mm": [0.0, 0.0, -30.0], "rotation_deg": [0.0, 0.0, 0.0]},
-            "infrared": name != "lower_face",
-        }
-    doc = {
-        "name": "tiny",
-        "description": "test profile",
-        "cameras": cams,
-        "display": {
-            "resolution": [64, 32],
-            "size_mm": [120.0, 60.0],
-            "center_mm": [0.0, 0.0],
-            "distance_mm": 40.0,
-            "viewer_distance_mm": 1000.0,
-            "eye_region": [0.12, 0.24, 0.88, 0.58],
-        },
-    }
-    return calibration_from_dict(doc)
+    """The tiny profile with a little lens distortion, so CameraInfo carries a non-zero D."""
+    return tiny_calibration(k1=0.01)
 
 
 def _array(encoding: str, h: int, w: int, seed: int) -> np.ndarray:
