@@ -21,6 +21,7 @@ import numpy as np
 
 from revavatar.assets import fetch_demo_video
 from revavatar.bag import SessionWriter
+from revavatar.capture import video_frames
 from revavatar.core.calibration import CAMERA_NAMES, load_calibration
 from revavatar.core.canonical import CanonicalLayout
 from revavatar.core.messages import array_to_image
@@ -34,15 +35,7 @@ CROPS = {"right_eye": (0.38, 0.22, 0.50, 0.40), "left_eye": (0.50, 0.22, 0.62, 0
 
 
 def _frames(video: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
+    return list(video_frames(video))
 
 
 def _crop(frame: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:

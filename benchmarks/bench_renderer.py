@@ -11,6 +11,7 @@ one eye view. Numbers only; nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 
 from revavatar.assets import fetch_demo_video
+from revavatar.capture import video_frames
 from revavatar.core.calibration import load_calibration
 from revavatar.core.canonical import CanonicalLayout
 from revavatar.core.landmarks import create_detector
@@ -29,15 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _frames(n: int) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(fetch_demo_video()))
-    frames = []
-    while len(frames) < n:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
+    return list(itertools.islice(video_frames(fetch_demo_video()), n))
 
 
 def main() -> None:
