@@ -18,6 +18,7 @@ from revavatar.core.metrics import (
     psnr,
     region_metrics,
     ssim,
+    FlickerMeter,
     temporal_flicker,
 )
 
@@ -162,3 +163,19 @@ def test_temporal_flicker() -> None:
         temporal_flicker([base], [base])
     with pytest.raises(ValueError, match="3 outputs but 4"):
         temporal_flicker(still[:3], still)
+
+
+def test_flicker_meter_streams_the_same_figure_per_region() -> None:
+    rng = np.random.default_rng(3)
+    outs = [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(5)]
+    gts = [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(5)]
+    box = (4, 6, 20, 14)
+    meter = FlickerMeter({"full": None, "box": box})
+    assert meter.summary() == {}
+    for o, t in zip(outs, gts, strict=True):
+        meter.add(o, t)
+    s = meter.summary()
+    assert meter.pairs == 4
+    assert s["full"] == pytest.approx(temporal_flicker(outs, gts))
+    assert s["box"] == pytest.approx(temporal_flicker(outs, gts, box))
+    assert s["full"] != pytest.approx(s["box"])

@@ -230,5 +230,9 @@ def _summary(out: Path, report: dict, preview: Path) -> None:
                 m = metrics[key]
                 print(f"  {label:9s} vs truth ({key:4s}): SSIM {m['ssim']:.4f}  "
                       f"PSNR {m['psnr']:.2f} dB")
+    flicker = report.get("metrics", {}).get("flicker")
+    if flicker:
+        print(f"  flicker (output minus truth frame-to-frame change, 8-bit): full "
+              f"{flicker['full']:+.2f}  eye {flicker['eye']:+.2f}")
     print(f"outputs: {out}/session/ {out}/restored.mp4 {out}/display.mp4 {out}/report.json "
           f"{preview}")

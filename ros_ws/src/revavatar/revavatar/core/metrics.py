@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHANNEL_MODES",
     "PSNR_CAP_DB",
+    "FlickerMeter",
     "MetricAccumulator",
     "psnr",
     "region_metrics",
@@ -187,23 +188,51 @@ def temporal_flicker(
     if len(outputs) < 2:
         msg = f"temporal_flicker needs at least 2 frames, got {len(outputs)}"
         raise ValueError(msg)
-    if checks_enabled():
-        for o, t in zip(outputs, truths, strict=True):
-            _pair(o, outputs[0])
-            _pair(t, outputs[0])
+    meter = FlickerMeter({"box": box})
+    for o, t in zip(outputs, truths, strict=True):
+        meter.add(o, t)
+    return meter.summary()["box"]
 
-    def _mean_change(frames: Sequence[np.ndarray]) -> float:
-        total = 0.0
-        prev = None
-        for f in frames:
-            cur = f if box is None else f[box[1] : box[3], box[0] : box[2]]
-            cur = cur.astype(np.int16)
-            if prev is not None:
-                total += float(np.mean(np.abs(cur - prev)))
-            prev = cur
-        return total / (len(frames) - 1)
 
-    return _mean_change(outputs) - _mean_change(truths)
+class FlickerMeter:
+    """Streaming :func:`temporal_flicker` over named regions of a video (one pass, O(1) frames).
+
+    A live run cannot keep its whole output in memory, so the meter keeps only the previous
+    output/truth pair and running sums of their frame-to-frame changes.
+
+    Args:
+        regions: name -> (x0, y0, x1, y1) box, or None for the whole frame.
+    """
+
+    def __init__(self, regions: Mapping[str, tuple[int, int, int, int] | None]) -> None:
+        self.regions = dict(regions)
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+        self._sums = {name: [0.0, 0.0] for name in self.regions}  # output, truth
+        self.pairs = 0
+
+    def add(self, output: np.ndarray, truth: np.ndarray) -> None:
+        """Add the next frame (output and its ground truth, uint8, one shape)."""
+        if checks_enabled():
+            _pair(output, truth)
+            if self._prev is not None and output.shape != self._prev[0].shape:
+                raise ShapeError("output", f"shape {output.shape}",
+                                 f"the shape of the previous frame {self._prev[0].shape}")
+        cur = (output.astype(np.int16), truth.astype(np.int16))
+        if self._prev is not None:
+            for name, box in self.regions.items():
+                for k in (0, 1):
+                    a, b = cur[k], self._prev[k]
+                    if box is not None:
+                        a, b = a[box[1] : box[3], box[0] : box[2]], b[box[1] : box[3], box[0] : box[2]]
+                    self._sums[name][k] += float(np.mean(np.abs(a - b)))
+            self.pairs += 1
+        self._prev = cur
+
+    def summary(self) -> dict[str, float]:
+        """name -> excess change (8-bit units; see :func:`temporal_flicker`); empty before 2 frames."""
+        if self.pairs == 0:
+            return {}
+        return {name: (o - t) / self.pairs for name, (o, t) in self._sums.items()}
 
 
 class MetricAccumulator:

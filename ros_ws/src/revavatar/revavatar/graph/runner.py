@@ -397,10 +397,13 @@ def _copy_bag(bag: Path, dest: Path) -> None:
 
 
 class _Metrics:
-    """Running SSIM/PSNR of restored faces against the stamp-matched ground truth of the bag."""
+    """Running SSIM/PSNR and flicker of restored faces against the stamp-matched ground truth."""
 
     def __init__(self, bag: Path, layout: Any, slop_ns: int) -> None:
         from revavatar.bag import SessionReader  # noqa: PLC0415
+        from revavatar.core.metrics import FlickerMeter  # noqa: PLC0415
+
+        self._flicker = FlickerMeter({"full": None, "eye": layout.region("eye_band").box_px})
 
         self._reader = SessionReader(bag)
         self._reader.open()
@@ -440,6 +443,7 @@ class _Metrics:
         if gt.shape[:2] != restored.shape[:2]:
             gt = cv2.resize(gt, restored.shape[1::-1], interpolation=cv2.INTER_AREA)
         self.values.append(region_metrics(restored, gt, self._layout))
+        self._flicker.add(restored, gt)
 
     def summary(self) -> dict[str, Any]:
         self._reader.close()
@@ -449,6 +453,9 @@ class _Metrics:
                 k: round(float(np.mean([v[region][k] for v in self.values])), 4)
                 for k in self.values[0][region]
             }
+        flicker = self._flicker.summary()
+        if flicker:  # output change minus truth change, 8-bit units: > 0 flickers, < 0 steadier
+            out["flicker"] = {k: round(v, 3) for k, v in flicker.items()}
         return out
 
 
@@ -506,8 +513,8 @@ def run_session(
 
     Writes ``out_dir/session/`` (copy of the replayed bag), ``restored.mp4`` (restored faces) and
     ``display.mp4`` (mp4v at the session fps), and ``report.json``: per-node ``p50_ms``, ``p99_ms``,
-    ``frames``, ``drops``; ``methods`` per stage; ``metrics`` (SSIM/PSNR, full face and eye region)
-    against ``/revavatar/ground_truth/face`` when the bag has it, else ``{}`` and a
+    ``frames``, ``drops``; ``methods`` per stage; ``metrics`` (SSIM/PSNR, full face and eye region,
+    and ``flicker``: output minus truth frame-to-frame change) against ``/revavatar/ground_truth/face`` when the bag has it, else ``{}`` and a
     ``metrics_note``.
 
     Args:
