@@ -1,0 +1,57 @@
+"""``revavatar eval align`` on a tiny real VR-Face build cut from the demo clip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from revavatar.learning.eval_align import METHODS, evaluate
+from revavatar.vrface.builder import BuildConfig, build
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_build(demo_frames: list[np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = tmp_path_factory.mktemp("evsrc")
+    for name, part in (("a.mp4", demo_frames[0:10]), ("b.mp4", demo_frames[30:40])):
+        h, w = part[0].shape[:2]
+        writer = cv2.VideoWriter(str(src / name), cv2.VideoWriter_fourcc(*"mp4v"), 24, (w, h))
+        for f in part:
+            writer.write(f)
+        writer.release()
+    (src / "MANIFEST.csv").write_text("file,identity,split\na.mp4,demo,test\nb.mp4,other,train\n")
+    out = tmp_path_factory.mktemp("evbuild") / "build"
+    build(BuildConfig(src=src, headset=ROOT / "calibration" / "generic.yaml", samples=8, out=out,
+                      workers=1, views=("front",), effect_probability=0.0), progress=False)
+    return out
+
+
+def test_eval_align_schema_and_gaze_reference(tiny_build: Path) -> None:
+    res = evaluate(tiny_build, ROOT / "models", limit=3)
+    assert json.loads(json.dumps(res)) == res
+    assert set(res["regions"]) == {"left_eye", "right_eye", "lower_face"}
+    for region, methods in res["regions"].items():
+        assert set(methods) <= set(METHODS)
+        assert "homography" in methods
+        for fig in methods.values():
+            assert fig["n"] == 3
+            assert 0.0 < fig["ssim"] <= 1.0
+            assert fig["psnr"] > 5.0
+            assert 0.0 <= fig["lpips"] < 1.0
+            if region == "lower_face":
+                assert fig["gaze_error_deg"] is None
+            else:
+                assert fig["gaze_error_deg"]["mean"] >= 0.0
+    # what the gaze figure resolves: only the eye regions, both perturbations of the truth
+    assert set(res["gaze_reference"]) == {"left_eye", "right_eye"}
+    for refs in res["gaze_reference"].values():
+        assert set(refs) == {"gt_shift_1px", "gt_noise_2"}
+        for stats in refs.values():
+            assert stats["n"] >= 1
+            assert 0.0 <= stats["mean"] < 30.0
+            assert stats["p95"] >= 0.0
