@@ -97,3 +97,27 @@ def test_config_and_lpips_input():
     assert lpips_input(gray).shape == (2, 3, 8, 8)
     bgr = torch.arange(3.0).view(1, 3, 1, 1)
     assert lpips_input(bgr).ravel().tolist() == [2.0, 1.0, 0.0]  # BGR -> RGB
+
+
+def test_tone_head_starts_as_plain_generator_and_learns_a_global_gain(tmp_path):
+    view, target = _batch(2)
+    seed_everything(0)
+    plain = AlignmentModel(AlignModelConfig(region="left_eye", lr=1e-3, **TINY))
+    ck = Checkpointer(tmp_path / "align_left_eye")
+    ck.save(5, plain.trainable(), plain.optimizers())
+    toned = AlignmentModel(AlignModelConfig(region="left_eye", lr=1e-3, tone=True, **TINY))
+    assert ck.load_weights(toned.trainable(), new=("tone.",)) == 5
+    with torch.no_grad():  # zero-initialised head: the grown model is the old one
+        assert torch.equal(toned.G(view), plain.G(view))
+    # the view is the target at half contrast (and shifted): a global gain the head can fit
+    before = toned.evaluate(view, target)["l1"]
+    for _ in range(15):
+        toned.train_step(view, target)
+    assert toned.evaluate(view, target)["l1"] < 0.9 * before
+    assert toned.G.tone.weight.abs().sum() > 0
+    # an unrelated architecture is refused, not silently half-loaded
+    other = AlignmentModel(AlignModelConfig(region="left_eye", **{**TINY, "ngf": 4}))
+    with pytest.raises(Exception, match="do not fit"):
+        ck.load_weights(other.trainable(), new=("tone.",))
+    with pytest.raises(ValueError, match="residual"):
+        AlignmentModel(AlignModelConfig(region="left_eye", residual=False, tone=True, **TINY))

@@ -20,6 +20,7 @@ warp; see :class:`revavatar.learning.data.AlignmentPairs`.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -53,6 +54,7 @@ class AlignModelConfig:
     n_blocks: int = 4
     max_ch: int = 48
     residual: bool = True
+    tone: bool = False  # global gain/offset head on the residual's skip path (networks.py)
     ae_ngf: int = 24  # autoencoder width and depth (bottleneck at 1/16)
     ae_down: int = 4
     ndf: int = 16
@@ -108,7 +110,8 @@ class AlignmentModel(nn.Module):
         self.config = c = config
         if c.kind == "cyclegan":
             gen = {"ngf": c.ngf, "n_down": c.n_down, "n_blocks": c.n_blocks, "max_ch": c.max_ch,
-                   "residual": c.residual, "in_ch": c.channels, "out_ch": c.channels}
+                   "residual": c.residual, "tone": c.tone, "in_ch": c.channels,
+                   "out_ch": c.channels}
             self.G = define_generator("resnet", **gen)
             self.F = define_generator("resnet", **gen)
             self.D_t = define_discriminator("patchgan70", in_ch=c.channels, ndf=c.ndf)
@@ -310,7 +313,8 @@ def _arch(c: dict[str, Any]) -> str:
         return (f"plain conv auto-encoder, ngf {c['ae_ngf']}, {c['ae_down']} stride-2 levels, "
                 "no skips")
     return (f"ResNet generator ngf {c['ngf']}, {c['n_down']} downsamplings, {c['n_blocks']} "
-            f"residual blocks, channel cap {c['max_ch']}, residual output {c['residual']}; "
+            f"residual blocks, channel cap {c['max_ch']}, residual output {c['residual']}"
+            f"{', global tone head (gain/offset)' if c.get('tone') else ''}; "
             f"70x70 PatchGAN ndf {c['ndf']} (x2, one per domain)")
 
 
@@ -332,7 +336,7 @@ def make_job(args: Any, region: str, kind: str, data: Any,
     name = f"{'align_ae_' if kind == 'autoencoder' else 'align_'}{region}"
     config = AlignModelConfig(region=region, kind=kind, channels=data.channels,
                               crop_size=data.crop_size, input_mode=args.input_mode,
-                              bf16=not args.no_bf16)
+                              bf16=not args.no_bf16, tone=kind == "cyclegan" and getattr(args, "tone", False))
     job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
            "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
            "val": AlignmentPairs(args.data, region, "val", input_mode=args.input_mode, limit=32)}
@@ -340,6 +344,16 @@ def make_job(args: Any, region: str, kind: str, data: Any,
     if args.resume and job["ckpt"].latest() is not None:
         info = job["ckpt"].load(job["model"].trainable(), job["model"].optimizers())
         job["start"], job["wall"] = info["step"], float(info["extra"].get("wall_s", 0.0))
+        job["log"].truncate(job["start"])
+        job["vlog"].truncate(job["start"])
+    elif getattr(args, "init_from", None):  # fine-tune: earlier weights and step, new optimizer
+        earlier = Checkpointer(Path(args.init_from) / name)
+        job["start"] = earlier.load_weights(job["model"].trainable(), new=("tone.",))
+        job["init_from"] = f"{earlier.latest()}"
+        for src in ("losses.csv", "val.csv"):  # the curves go on from the earlier run's
+            if (earlier.dir / src).is_file() and not (job["ckpt"].dir / src).is_file():
+                shutil.copy2(earlier.dir / src, job["ckpt"].dir / src)
+        job["log"], job["vlog"] = LossLog(job["ckpt"].dir), LossLog(job["ckpt"].dir, "val.csv")
         job["log"].truncate(job["start"])
         job["vlog"].truncate(job["start"])
     return job
@@ -354,10 +368,13 @@ def save_job(args: Any, job: dict, step: int) -> None:
     job["log"].plot(Path(args.out) / job["name"] / "losses.png")
     cmd = (f"revavatar train align --region {args.region} --kind {args.kind} --data {args.data} "
            f"--steps {args.steps} --batch {args.batch} --input-mode {args.input_mode} "
-           f"--threads {args.threads}" + (" --no-bf16" if args.no_bf16 else ""))
+           f"--threads {args.threads}" + (" --no-bf16" if args.no_bf16 else "")
+           + (" --tone" if model.config.tone else "")
+           + (f" --init-from {args.init_from}" if job.get("init_from") else ""))
     export_aligner(model, Path(args.out) / job["name"], {
         "data": str(Path(args.data).resolve()), "train_samples": len(job["data"]),
         "steps": step, "steps_planned": args.steps, "batch": args.batch,
         "wall_s": round(job["wall"], 1), "threads": args.threads, "seed": args.seed,
         "checkpoints": str(job["ckpt"].dir), "val_last": job["vlog"].rows()[-1],
+        "fine_tuned_from": job.get("init_from"),
         "command": cmd})

@@ -139,14 +139,23 @@ class ResnetGenerator(nn.Module):
     ``clamp(x + net(x), -1, 1)``. When the input is already roughly aligned (pre-rectified with the
     calibration) the generator then starts at the identity and only learns what differs, which
     converges in far fewer CPU steps.
+
+    ``tone=True`` (residual only) adds a global tone head: from the pooled bottleneck features it
+    predicts a per-channel log-gain and offset applied to the skip path, ``x * exp(g) + b``. An
+    infrared camera's gain and gamma change the whole crop at once; instance-normalised local
+    convolutions undo that poorly (the residual keeps the camera's brightness), one global affine
+    does it exactly. Zero-initialised, so it starts as the plain residual generator.
     """
 
     def __init__(self, in_ch: int, out_ch: int, ngf: int = 32, n_down: int = 2, n_blocks: int = 6,
                  norm: str = "instance", up: str = "transpose", max_ch: int = 256,
-                 residual: bool = False) -> None:
+                 residual: bool = False, tone: bool = False) -> None:
         super().__init__()
         if residual and in_ch != out_ch:
             msg = f"a residual generator needs in_ch == out_ch, got {in_ch} and {out_ch}"
+            raise ValueError(msg)
+        if tone and not residual:
+            msg = "the tone head acts on the skip path: it needs residual=True"
             raise ValueError(msg)
         self.residual = bool(residual)
         self.multiple = 2**n_down
@@ -157,6 +166,11 @@ class ResnetGenerator(nn.Module):
             layers.append(DownBlock(ch, nxt, norm))
             ch = nxt
         layers += [ResnetBlock(ch, norm) for _ in range(n_blocks)]
+        self._bottom = len(layers)  # layers before this index make the bottleneck features
+        self.tone = nn.Linear(ch, 2 * out_ch) if tone else None
+        if self.tone is not None:
+            nn.init.zeros_(self.tone.weight)
+            nn.init.zeros_(self.tone.bias)
         chans = [min(ngf * 2**i, max_ch) for i in range(n_down)][::-1]
         for nxt in chans:
             layers.append(UpBlock(ch, nxt, norm, mode=up))
@@ -169,9 +183,14 @@ class ResnetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_ch, H, W) in [-1, 1] -> (N, out_ch, H, W) in [-1, 1]."""
-        if self.residual:
+        if not self.residual:
+            return self.model(x)
+        if self.tone is None:
             return torch.clamp(x + self.model(x), -1.0, 1.0)
-        return self.model(x)
+        h = self.model[: self._bottom](x)
+        gain, offset = self.tone(h.mean(dim=(2, 3))).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+        skip = x * torch.exp(gain) + offset
+        return torch.clamp(skip + self.model[self._bottom :](h), -1.0, 1.0)
 
 
 class ConvAutoencoder(nn.Module):

@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: see card)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--tone", action="store_true",
+                        help="CycleGAN generators get the global gain/offset head")
+    parser.add_argument("--init-from", default=None,
+                        help="checkpoint root of an earlier run: start each model from its "
+                             "weights and step (new parameters fresh) when --resume finds none")
 
 
 def run_from_args(args: argparse.Namespace) -> list[Path]:

@@ -134,6 +134,35 @@ class Checkpointer:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
+    def load_weights(self, modules: Mapping[str, nn.Module], new: tuple[str, ...] = ()) -> int:
+        """Start ``modules`` from the newest checkpoint's weights only (no optimizer, no RNG).
+
+        For fine-tuning a grown architecture: parameters whose names start with one of ``new``
+        may be absent from the checkpoint (they keep their fresh initialisation); anything else
+        that does not fit is an error. Returns the checkpoint's step.
+
+        Raises:
+            ModelLoadError: no checkpoint, or weights that do not fit.
+        """
+        ckpt = self.latest()
+        if ckpt is None:
+            msg = f"no checkpoint in {self.dir}"
+            raise ModelLoadError(msg)
+        tensors = load_file(str(ckpt / _WEIGHTS))
+        for name, mod in modules.items():
+            prefix = f"{name}."
+            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            try:
+                missing, unexpected = mod.load_state_dict(sd, strict=False)
+            except RuntimeError as err:
+                msg = f"{ckpt}: weights of {name!r} do not fit its architecture: {err}"
+                raise ModelLoadError(msg) from err
+            bad = [k for k in missing if not k.startswith(new)] + list(unexpected)
+            if bad:
+                msg = f"{ckpt}: weights of {name!r} do not fit its architecture: {bad[:5]}"
+                raise ModelLoadError(msg)
+        return int(json.loads((ckpt / _CONFIG).read_text())["step"])
+
     def load(self, modules: Mapping[str, nn.Module],
              optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
              path: str | Path | None = None, restore_rng: bool = True) -> dict[str, Any]:
