@@ -30,7 +30,8 @@ from revavatar.core.onnx_restorer import OnnxRestorer
 from revavatar.core.restoration import poisson_blend
 from revavatar.learning.restoration_data import RestorationTriples, build_composite
 
-__all__ = ["METHODS", "IdentityEmbedder", "add_arguments", "evaluate", "run_from_args"]
+__all__ = ["METHODS", "IdentityEmbedder", "add_arguments", "evaluate", "markdown_table",
+           "run_from_args"]
 
 #: every method of the table, in table order
 METHODS: Final = ("dp_only", "paste", "poisson", "cyclegan", "ours_no_ref", "ours_concat",
@@ -141,6 +142,28 @@ def evaluate(data: Path, models: Path, limit: int | None = None, split: str = "t
     return report, shown
 
 
+def markdown_table(report: dict[str, Any]) -> str:
+    """The report as the Markdown table of reports/restoration.md (best figure per column bold)."""
+    cols = [("full", "ssim", max), ("full", "psnr", max), ("full", "lpips", min),
+            ("eye", "ssim", max), ("eye", "psnr", max), ("eye", "lpips", min)]
+    ran = {m: r for m, r in report["methods"].items() if r.get("full")}
+    best = {(g, k): pick(ran[m][g][k] for m in ran) for g, k, pick in cols} if ran else {}
+    lines = ["| method | full SSIM | full PSNR | full LPIPS | eye SSIM | eye PSNR | eye LPIPS "
+             "| identity | ms |", "|---" * 9 + "|"]
+    for m, r in report["methods"].items():
+        if m not in ran:
+            lines.append(f"| {m} | {r.get('missing', 'not run')} |" + " |" * 7)
+            continue
+        cells = []
+        for g, k, _ in cols:
+            v = r[g][k]
+            txt = f"{v:.2f}" if k == "psnr" else f"{v:.4f}"
+            cells.append(f"**{txt}**" if v == best[(g, k)] else txt)
+        ident = "-" if r.get("identity") is None else f"{r['identity']:.3f}"
+        lines.append(f"| {m} | {' | '.join(cells)} | {ident} | {r['ms']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _write_grid(path: Path, shown: list[dict[str, np.ndarray]]) -> None:
     """One row per sample: composite input, the methods that ran, ground truth (labelled)."""
     import cv2  # noqa: PLC0415
@@ -171,6 +194,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--limit", type=int, default=None, help="first N samples of the split")
     parser.add_argument("--json", type=Path, default=None, help="write the report here")
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="also write the table as Markdown here")
     parser.add_argument("--figure", type=Path, default=None,
                         help="qualitative grid (JPEG/PNG): composite, DP, methods, truth")
 
@@ -182,6 +207,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.figure is not None:
         _write_grid(args.figure, shown)
     text = json.dumps(report, indent=1)
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown_table(report))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text)
