@@ -144,8 +144,15 @@ class Checkpointer:
         Raises:
             ModelLoadError: no checkpoint, or weights that do not fit.
         """
-        ckpt = self.latest()
-        if ckpt is None:
+        ckpt = self._weights_into(None, modules, new)
+        return int(json.loads((ckpt / _CONFIG).read_text())["step"])
+
+    def _weights_into(self, path: str | Path | None, modules: Mapping[str, nn.Module],
+                      new: tuple[str, ...] | None) -> Path:
+        """Load a checkpoint's weights into ``modules``: exactly (``new`` None) or allowing
+        the parameters named ``new*`` to be absent. Returns the checkpoint folder."""
+        ckpt = Path(path) if path is not None else self.latest()
+        if ckpt is None or not (ckpt / _WEIGHTS).is_file():
             msg = f"no checkpoint in {self.dir}"
             raise ModelLoadError(msg)
         tensors = load_file(str(ckpt / _WEIGHTS))
@@ -153,15 +160,15 @@ class Checkpointer:
             prefix = f"{name}."
             sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
             try:
-                missing, unexpected = mod.load_state_dict(sd, strict=False)
+                missing, unexpected = mod.load_state_dict(sd, strict=new is None)
             except RuntimeError as err:
                 msg = f"{ckpt}: weights of {name!r} do not fit its architecture: {err}"
                 raise ModelLoadError(msg) from err
-            bad = [k for k in missing if not k.startswith(new)] + list(unexpected)
+            bad = [k for k in missing if not k.startswith(new or ())] + list(unexpected)
             if bad:
                 msg = f"{ckpt}: weights of {name!r} do not fit its architecture: {bad[:5]}"
                 raise ModelLoadError(msg)
-        return int(json.loads((ckpt / _CONFIG).read_text())["step"])
+        return ckpt
 
     def load(self, modules: Mapping[str, nn.Module],
              optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
@@ -174,19 +181,7 @@ class Checkpointer:
         Raises:
             ModelLoadError: no checkpoint, or one that does not fit the modules.
         """
-        ckpt = Path(path) if path is not None else self.latest()
-        if ckpt is None or not (ckpt / _WEIGHTS).is_file():
-            msg = f"no checkpoint in {self.dir}"
-            raise ModelLoadError(msg)
-        tensors = load_file(str(ckpt / _WEIGHTS))
-        for name, mod in modules.items():
-            prefix = f"{name}."
-            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            try:
-                mod.load_state_dict(sd, strict=True)
-            except RuntimeError as err:
-                msg = f"{ckpt}: weights of {name!r} do not fit its architecture: {err}"
-                raise ModelLoadError(msg) from err
+        ckpt = self._weights_into(path, modules, None)
         state = torch.load(ckpt / _STATE, weights_only=False)
         for name, opt in (optimizers or {}).items():
             if name not in state["optimizers"]:
