@@ -179,3 +179,5 @@ def test_flicker_meter_streams_the_same_figure_per_region() -> None:
     assert s["full"] == pytest.approx(temporal_flicker(outs, gts))
     assert s["box"] == pytest.approx(temporal_flicker(outs, gts, box))
     assert s["full"] != pytest.approx(s["box"])
+    truth = meter.truth_change()
+    assert truth["full"] == pytest.approx(temporal_flicker(gts, [gts[0]] * 5))

@@ -247,6 +247,7 @@ def test_real_stages_end_to_end_lossless(tmp_path: Path, profile_dir: Path,
     assert 0.0 < report["metrics"]["full"]["ssim"] <= 1.0
     assert set(report["metrics"]["flicker"]) == {"full", "eye"}
     assert all(np.isfinite(v) for v in report["metrics"]["flicker"].values())
+    assert all(v >= 0 for v in report["metrics"]["truth_change"].values())
     cap = cv2.VideoCapture(str(out / "restored.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
     cap.release()

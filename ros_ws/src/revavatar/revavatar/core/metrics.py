@@ -234,6 +234,12 @@ class FlickerMeter:
             return {}
         return {name: (o - t) / self.pairs for name, (o, t) in self._sums.items()}
 
+    def truth_change(self) -> dict[str, float]:
+        """name -> the truth's own mean frame-to-frame change (the scale of :meth:`summary`)."""
+        if self.pairs == 0:
+            return {}
+        return {name: t / self.pairs for name, (_, t) in self._sums.items()}
+
 
 class MetricAccumulator:
     """Average :func:`region_metrics` over frames into a JSON-ready summary.

@@ -456,6 +456,7 @@ class _Metrics:
         flicker = self._flicker.summary()
         if flicker:  # output change minus truth change, 8-bit units: > 0 flickers, < 0 steadier
             out["flicker"] = {k: round(v, 3) for k, v in flicker.items()}
+            out["truth_change"] = {k: round(v, 3) for k, v in self._flicker.truth_change().items()}
         return out
 
 
