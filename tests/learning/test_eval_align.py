@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from revavatar.learning.eval_align import METHODS, evaluate
+from revavatar.learning.eval_align import METHODS, evaluate, markdown_table
 from revavatar.vrface.builder import BuildConfig, build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,3 +55,20 @@ def test_eval_align_schema_and_gaze_reference(tiny_build: Path) -> None:
             assert stats["n"] >= 1
             assert 0.0 <= stats["mean"] < 30.0
             assert stats["p95"] >= 0.0
+
+
+def test_markdown_table_bolds_best_per_region() -> None:
+    def fig(ssim: float, gaze: float | None) -> dict:
+        return {"ssim": ssim, "psnr": 20.0, "lpips": 0.3, "n": 5,
+                "gaze_error_deg": None if gaze is None else {"mean": gaze, "p95": 2 * gaze}}
+
+    res = {"regions": {"left_eye": {"homography": fig(0.4, 6.0), "cyclegan": fig(0.6, 3.0)},
+                       "lower_face": {"homography": fig(0.7, None), "cyclegan": fig(0.5, None)}},
+           "gaze_reference": {"left_eye": {"gt_shift_1px": {"mean": 1.2, "p95": 3.0, "n": 5},
+                                           "gt_noise_2": None}}}
+    lines = markdown_table(res).splitlines()
+    assert lines[2].startswith("| left_eye | homography | 0.400 |") and "| 6.00 |" in lines[2]
+    assert "| **0.600** |" in lines[3] and "| **3.00** | 6.00 |" in lines[3]
+    assert "| **0.700** |" in lines[4] and lines[4].endswith("| - | - | 5 |")
+    assert "| left_eye | gt_shift_1px | 1.20 | 3.00 | 5 |" in lines
+    assert not any("gt_noise_2" in line for line in lines)  # nothing measured, no row

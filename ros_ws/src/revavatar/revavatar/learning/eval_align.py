@@ -33,8 +33,8 @@ import numpy as np
 
 from revavatar.errors import InputError
 
-__all__ = ["METHODS", "add_arguments", "evaluate", "paste_into_face", "resolve_data",
-           "run_from_args"]
+__all__ = ["METHODS", "add_arguments", "evaluate", "markdown_table", "paste_into_face",
+           "resolve_data", "run_from_args"]
 
 METHODS: Final = ("homography", "autoencoder", "cyclegan")
 _REGIONS: Final = ("left_eye", "right_eye", "lower_face")
@@ -208,6 +208,37 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     return result
 
 
+def markdown_table(result: dict[str, Any]) -> str:
+    """The result as the Markdown tables of reports/alignment.md (best per region bold)."""
+    lines = ["| region | method | SSIM | PSNR (dB) | LPIPS | gaze err mean (deg) | gaze err p95 (deg) "
+             "| n |", "|---" * 8 + "|"]
+    for region, methods in result["regions"].items():
+        best = {k: pick(f[k] for f in methods.values())
+                for k, pick in (("ssim", max), ("psnr", max), ("lpips", min))}
+        gazes = [f["gaze_error_deg"]["mean"] for f in methods.values() if f["gaze_error_deg"]]
+        for m, f in methods.items():
+            cells = [f"{f[k]:.{2 if k == 'psnr' else 3}f}" for k in ("ssim", "psnr", "lpips")]
+            cells = [f"**{c}**" if f[k] == best[k] else c
+                     for c, k in zip(cells, ("ssim", "psnr", "lpips"), strict=True)]
+            g = f["gaze_error_deg"]
+            if g is None:
+                cells += ["-", "-"]
+            else:
+                mean = f"{g['mean']:.2f}"
+                cells += [f"**{mean}**" if g["mean"] == min(gazes) else mean, f"{g['p95']:.2f}"]
+            lines.append(f"| {region} | {m} | {' | '.join(cells)} | {f['n']} |")
+    refs = result.get("gaze_reference") or {}
+    if refs:
+        lines += ["", "| region | ground truth perturbed by | gaze err mean (deg) | p95 (deg) | n |",
+                  "|---" * 5 + "|"]
+        for region, kinds in refs.items():
+            for kind, st in kinds.items():
+                if st is not None:
+                    lines.append(f"| {region} | {kind} | {st['mean']:.2f} | {st['p95']:.2f} "
+                                 f"| {st['n']} |")
+    return "\n".join(lines) + "\n"
+
+
 def _figure(rows: dict[str, list[list[np.ndarray]]], path: Path, methods: list[str]) -> None:
     """Grid per region: view | methods... | ground truth, 4 test samples each."""
     blocks = []
@@ -231,6 +262,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="models", help="folder with align_* models")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--figure", default=None, help="qualitative PNG (4 samples per region)")
+    parser.add_argument("--markdown", default=None, help="also write the tables as Markdown here")
     parser.add_argument("--cache", default=None, help="where a source folder is built")
     parser.add_argument("--views", default=None, help="only these views, e.g. front,top-30")
 
@@ -242,6 +274,9 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     res = evaluate(data, Path(args.models), args.limit, args.split,
                    Path(args.figure) if args.figure else None, views)
     text = json.dumps(res, indent=1)
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(markdown_table(res))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(text + "\n")
