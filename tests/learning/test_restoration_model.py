@@ -21,6 +21,7 @@ from revavatar.learning.restoration_model import (
     export_generator,
     load_generator,
     uses_reference,
+    write_card,
 )
 from revavatar.learning.trainer import Checkpointer
 
@@ -114,6 +115,10 @@ def test_onnx_round_trip(tmp_path: Path, variant: str) -> None:
     names = ["x", "z"][: len(ins)]
     got = OnnxModel(out / "model.onnx").run(**{n: t.numpy() for n, t in zip(names, ins, strict=True)})
     np.testing.assert_allclose(got, ref, atol=2e-3)
+    card = write_card(out).read_text()
+    assert f"# restore_{variant}" in card
+    assert f"{sum(p.numel() for p in g.parameters()):,} parameters" in card
+    assert ("inputs x, z" in card) == uses_reference(cfg)
 
 
 def _fake_build(root: Path, n: int = 4) -> Path:

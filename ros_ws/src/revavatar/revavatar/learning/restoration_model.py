@@ -59,6 +59,7 @@ __all__ = [
     "build_generator",
     "export_generator",
     "load_generator",
+    "write_card",
 ]
 
 #: variant -> (generator kind, uses the reference, LPIPS in the loss)
@@ -326,6 +327,47 @@ def export_generator(generator: nn.Module, cfg: RestoreConfig, out_dir: str | Pa
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     (out / "card.json").write_text(json.dumps(card or {}, indent=1))
     return out
+
+
+#: what each variant is, for its model card
+_VARIANT_TEXT: Final[dict[str, str]] = {
+    "ours": "G(x, z): input and reference encoders, cross-attention at 1/8 and 1/16, ResNet "
+            "blocks, skip decoder predicting a correction of the composite",
+    "ours_no_ref": "ablation: the ours network without the reference encoder and attention, G(x)",
+    "ours_concat": "ablation: the reference concatenated to the composite (6 channels into the "
+                   "input encoder) instead of cross-attention",
+    "ours_no_lpips": "ablation: the ours network trained without the LPIPS term",
+    "cyclegan": "the paper's translation baseline: CycleGAN/pix2pix ResNet generator "
+                "(c7s1-d-d-R-u-u-c7s1, reduced width) from composite to face, no reference",
+}
+
+
+def write_card(model_dir: str | Path) -> Path:
+    """Render ``README.md`` (the model card) of an exported restorer from its JSON files."""
+    from revavatar.learning.networks import count_parameters  # noqa: PLC0415
+
+    d = Path(model_dir)
+    card = json.loads((d / "card.json").read_text())
+    cfg = RestoreConfig.from_dict(json.loads((d / "config.json").read_text()))
+    loss = f"{cfg.lambda_adv} adv ({cfg.gan_mode}) + {cfg.lambda_l1} L1"
+    if cfg.use_lpips:
+        loss += f" + {cfg.lambda_lpips} LPIPS(alex)"
+    lines = [
+        f"# restore_{cfg.variant}", "",
+        f"- What: {_VARIANT_TEXT[cfg.variant]}; {count_parameters(build_generator(cfg)):,} "
+        "parameters (`revavatar.learning.restoration_model`, config.json).",
+        f"- Loss: {loss}, against a 3-scale PatchGAN (pix2pixHD).",
+        f"- Data: VR-Face build `{card.get('data')}` (train split; recipe in README), a random other "
+        "frame of the same identity as reference during training.",
+        f"- Training (run here): {card.get('steps')} steps, batch {card.get('batch')}, "
+        f"{card.get('resolution')} px, Adam {cfg.lr}, {'bf16 autocast' if cfg.bf16 else 'fp32'}, "
+        f"CPU, wall {card.get('wall_time_s')} s. Command: `{card.get('command')}`.",
+        "- Metrics: `reports/restoration.md` (`revavatar eval restore`).",
+        f"- Files: generator.safetensors, model.onnx (input{'s x, z' if uses_reference(cfg) else ' x'}"
+        f": (1,3,{cfg.size},{cfg.size}) BGR in [-1,1]; output y), config.json, card.json, losses.png.",
+    ]
+    (d / "README.md").write_text("\n".join(lines) + "\n")
+    return d / "README.md"
 
 
 def load_generator(model_dir: str | Path) -> tuple[nn.Module, RestoreConfig]:

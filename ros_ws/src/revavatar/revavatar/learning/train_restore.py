@@ -11,7 +11,13 @@ import numpy as np
 import torch
 
 from revavatar.learning.restoration_data import RestorationTriples
-from revavatar.learning.restoration_model import VARIANTS, RestoreConfig, RestoreTrainer, export_generator
+from revavatar.learning.restoration_model import (
+    VARIANTS,
+    RestoreConfig,
+    RestoreTrainer,
+    export_generator,
+    write_card,
+)
 from revavatar.learning.trainer import Checkpointer, LossLog, progress, seed_everything
 
 __all__ = ["add_arguments", "run_from_args", "train"]
@@ -78,6 +84,7 @@ def train(args: argparse.Namespace) -> Path:
                        f"--steps {args.steps} --batch {args.batch} --size {args.size} --resume"}
     out = export_generator(trainer.G, cfg, args.models / f"restore_{args.variant}", card)
     log.plot(out / "losses.png")
+    write_card(out)
     print(json.dumps(card))
     return out
 
