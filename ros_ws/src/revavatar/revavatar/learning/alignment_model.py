@@ -350,6 +350,8 @@ def make_job(args: Any, region: str, kind: str, data: Any,
         earlier = Checkpointer(Path(args.init_from) / name)
         job["start"] = earlier.load_weights(job["model"].trainable(), new=("tone.",))
         job["init_from"] = f"{earlier.latest()}"
+        earlier_cfg = json.loads((earlier.latest() / "config.json").read_text())
+        job["wall"] = float((earlier_cfg.get("extra") or {}).get("wall_s", 0.0))
         for src in ("losses.csv", "val.csv"):  # the curves go on from the earlier run's
             if (earlier.dir / src).is_file() and not (job["ckpt"].dir / src).is_file():
                 shutil.copy2(earlier.dir / src, job["ckpt"].dir / src)
