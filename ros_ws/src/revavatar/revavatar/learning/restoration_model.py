@@ -361,7 +361,8 @@ def write_card(model_dir: str | Path) -> Path:
         "frame of the same identity as reference during training.",
         f"- Training (run here): {card.get('steps')} steps, batch {card.get('batch')}, "
         f"{card.get('resolution')} px, Adam {cfg.lr}, {'bf16 autocast' if cfg.bf16 else 'fp32'}, "
-        f"CPU, wall {card.get('wall_time_s')} s. Command: `{card.get('command')}`.",
+        f"CPU threads: {card.get('threads', 'not recorded')}, wall {card.get('wall_time_s')} s. "
+        f"Command: `{card.get('command')}`.",
         "- Metrics: `reports/restoration.md` (`revavatar eval restore`).",
         f"- Files: generator.safetensors, model.onnx (input{'s x, z' if uses_reference(cfg) else ' x'}"
         f": (1,3,{cfg.size},{cfg.size}) BGR in [-1,1]; output y), config.json, card.json, losses.png.",

@@ -80,6 +80,7 @@ def train(args: argparse.Namespace) -> Path:
     wall += time.perf_counter() - t0
     card = {"variant": args.variant, "data": str(args.data), "resolution": args.size,
             "steps": step, "batch": args.batch, "wall_time_s": round(wall, 1),
+            "threads": args.threads,
             "command": f"revavatar train restore --data {args.data} --variant {args.variant} "
                        f"--steps {args.steps} --batch {args.batch} --size {args.size} --resume"}
     out = export_generator(trainer.G, cfg, args.models / f"restore_{args.variant}", card)
