@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F  # noqa: N812
 
 from revavatar.core.composite import composite
 from revavatar.learning.export import OnnxModel
@@ -75,10 +76,15 @@ def test_few_steps_reduce_loss_on_fixed_batch() -> None:
     torch.manual_seed(0)
     tr = RestoreTrainer(_cfg("ours", 128, lambda_adv=0.1, lr=2e-3))
     batch = _batch(n=2)
-    first = tr.step(batch)["l1"]
-    for _ in range(12):
-        last = tr.step(batch)["l1"]
-    assert last < 0.8 * first
+
+    def l1() -> float:  # the generator's own error, free of the step's adversarial noise
+        with torch.no_grad():
+            return float(F.l1_loss(tr.generate(batch["x"], batch["z"]).float(), batch["y"]))
+
+    first = l1()
+    for _ in range(24):  # here: 0.75x after 16 steps, 0.60x after 24
+        tr.step(batch)
+    assert l1() < 0.8 * first
 
 
 def test_exact_resume(tmp_path: Path) -> None:

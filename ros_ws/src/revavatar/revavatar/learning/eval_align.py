@@ -152,6 +152,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     from revavatar.learning.data import VRFaceIndex, read_image  # noqa: PLC0415
     from revavatar.learning.lpips import image_to_tensor  # noqa: PLC0415
     from revavatar.learning.lpips_weights import load_lpips  # noqa: PLC0415
+    from revavatar.learning.trainer import progress  # noqa: PLC0415
 
     torch.set_num_threads(2)
     index = VRFaceIndex(data)
@@ -171,7 +172,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
         gaze: dict[str, list[float]] = {m: [] for m in aligners}
         floor: dict[str, list[float]] = {r: [] for r in _REFERENCES}
         box = layout.region(region).box_px
-        for k, e in enumerate(entries):
+        for k, e in enumerate(progress(len(entries), desc=f"eval align {region}", unit="sample",
+                                       iterable=entries)):
             frame = cv2.imread(e[region], cv2.IMREAD_UNCHANGED)
             if frame is None:
                 msg = f"cannot read image {e[region]}"

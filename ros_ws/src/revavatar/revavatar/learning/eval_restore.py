@@ -29,6 +29,7 @@ from revavatar.core.metrics import region_metrics
 from revavatar.core.onnx_restorer import OnnxRestorer
 from revavatar.core.restoration import poisson_blend
 from revavatar.learning.restoration_data import RestorationTriples, build_composite
+from revavatar.learning.trainer import progress
 
 __all__ = ["METHODS", "IdentityEmbedder", "add_arguments", "evaluate", "markdown_table",
            "run_from_args"]
@@ -95,7 +96,7 @@ def evaluate(data: Path, models: Path, limit: int | None = None, split: str = "t
     learned = _learned(models, layout, ds.images(0)["z"])
     sums: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
     shown: list[dict[str, np.ndarray]] = []
-    for i in range(len(ds)):
+    for i in progress(len(ds), desc="eval restore", unit="sample", iterable=range(len(ds))):
         im = ds.images(i)
         x, z, y = im["x"], im["z"], im["y"]
         emb_gt = ident.embed(y) if ident.ok else None

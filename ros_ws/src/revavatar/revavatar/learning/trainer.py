@@ -63,11 +63,13 @@ def autocast(enabled: bool) -> Iterator[None]:
         yield
 
 
-def progress(total: int, initial: int = 0, desc: str = "train", disable: bool = False) -> Any:
-    """A tqdm bar over steps (``initial`` for resumed runs); ``bar.set_postfix(loss=...)``."""
+def progress(total: int, initial: int = 0, desc: str = "train", disable: bool = False,
+             unit: str = "step", iterable: Any = None) -> Any:
+    """A tqdm bar over steps (``initial`` for resumed runs); ``bar.set_postfix(loss=...)``.
+    With ``iterable`` it wraps that iterable (evaluation loops)."""
     from tqdm import tqdm  # noqa: PLC0415
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", smoothing=0.05,
+    return tqdm(iterable, total=total, initial=initial, desc=desc, unit=unit, smoothing=0.05,
                 dynamic_ncols=True, disable=disable)
 
 
