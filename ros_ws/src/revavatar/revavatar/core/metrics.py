@@ -223,13 +223,14 @@ class FlickerMeter:
                 for k in (0, 1):
                     a, b = cur[k], self._prev[k]
                     if box is not None:
-                        a, b = a[box[1] : box[3], box[0] : box[2]], b[box[1] : box[3], box[0] : box[2]]
+                        x0, y0, x1, y1 = box
+                        a, b = a[y0:y1, x0:x1], b[y0:y1, x0:x1]
                     self._sums[name][k] += float(np.mean(np.abs(a - b)))
             self.pairs += 1
         self._prev = cur
 
     def summary(self) -> dict[str, float]:
-        """name -> excess change (8-bit units; see :func:`temporal_flicker`); empty before 2 frames."""
+        """name -> excess change (8-bit units, see :func:`temporal_flicker`); {} before 2 frames."""
         if self.pairs == 0:
             return {}
         return {name: (o - t) / self.pairs for name, (o, t) in self._sums.items()}

@@ -336,7 +336,8 @@ def make_job(args: Any, region: str, kind: str, data: Any,
     name = f"{'align_ae_' if kind == 'autoencoder' else 'align_'}{region}"
     config = AlignModelConfig(region=region, kind=kind, channels=data.channels,
                               crop_size=data.crop_size, input_mode=args.input_mode,
-                              bf16=not args.no_bf16, tone=kind == "cyclegan" and getattr(args, "tone", False))
+                              bf16=not args.no_bf16,
+                              tone=kind == "cyclegan" and getattr(args, "tone", False))
     job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
            "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
            "val": AlignmentPairs(args.data, region, "val", input_mode=args.input_mode, limit=32)}

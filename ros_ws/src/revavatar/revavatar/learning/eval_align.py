@@ -212,8 +212,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The result as the Markdown tables of reports/alignment.md (best per region bold)."""
-    lines = ["| region | method | SSIM | PSNR (dB) | LPIPS | gaze err mean (deg) | gaze err p95 (deg) "
-             "| n |", "|---" * 8 + "|"]
+    lines = ["| region | method | SSIM | PSNR (dB) | LPIPS | gaze err mean (deg) "
+             "| gaze err p95 (deg) | n |", "|---" * 8 + "|"]
     for region, methods in result["regions"].items():
         best = {k: pick(f[k] for f in methods.values())
                 for k, pick in (("ssim", max), ("psnr", max), ("lpips", min))}

@@ -357,8 +357,8 @@ def write_card(model_dir: str | Path) -> Path:
         f"- What: {_VARIANT_TEXT[cfg.variant]}; {count_parameters(build_generator(cfg)):,} "
         "parameters (`revavatar.learning.restoration_model`, config.json).",
         f"- Loss: {loss}, against a 3-scale PatchGAN (pix2pixHD).",
-        f"- Data: VR-Face build `{card.get('data')}` (train split; recipe in README), a random other "
-        "frame of the same identity as reference during training.",
+        f"- Data: VR-Face build `{card.get('data')}` (train split; recipe in README), a random "
+        "other frame of the same identity as reference during training.",
         f"- Training (run here): {card.get('steps')} steps, batch {card.get('batch')}, "
         f"{card.get('resolution')} px, Adam {cfg.lr}, {'bf16 autocast' if cfg.bf16 else 'fp32'}, "
         f"CPU threads: {card.get('threads', 'not recorded')}, wall {card.get('wall_time_s')} s. "
