@@ -121,3 +121,29 @@ def test_tone_head_starts_as_plain_generator_and_learns_a_global_gain(tmp_path):
         ck.load_weights(other.trainable(), new=("tone.",))
     with pytest.raises(ValueError, match="residual"):
         AlignmentModel(AlignModelConfig(region="left_eye", residual=False, tone=True, **TINY))
+
+
+def test_train_align_init_from_continues_step_and_curves(tmp_path):
+    import argparse
+    import csv
+    import json
+
+    from revavatar.learning.data import write_toy_build
+    from revavatar.learning.train_align import add_arguments, run_from_args
+
+    toy = write_toy_build(tmp_path / "toy", samples=12)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--region", "left_eye", "--data", str(toy), "--batch", "2", "--ckpt-every", "2",
+            "--no-progress", "--no-bf16"]
+    run_from_args(parser.parse_args(
+        [*base, "--steps", "2", "--ckpt-root", str(tmp_path / "a"), "--out", str(tmp_path / "m1")]))
+    run_from_args(parser.parse_args(
+        [*base, "--steps", "4", "--ckpt-root", str(tmp_path / "b"), "--out", str(tmp_path / "m2"),
+         "--tone", "--init-from", str(tmp_path / "a")]))
+    card = json.loads((tmp_path / "m2" / "align_left_eye" / "card.json").read_text())
+    assert card["steps"] == 4 and card["config"]["tone"] is True
+    assert card["fine_tuned_from"].endswith("step_00000002")
+    assert "--tone --init-from" in card["command"]
+    with (tmp_path / "b" / "align_left_eye" / "losses.csv").open() as fh:
+        assert [r["step"] for r in csv.DictReader(fh)] == ["1", "2", "3", "4"]

@@ -514,9 +514,9 @@ def run_session(
 
     Writes ``out_dir/session/`` (copy of the replayed bag), ``restored.mp4`` (restored faces) and
     ``display.mp4`` (mp4v at the session fps), and ``report.json``: per-node ``p50_ms``, ``p99_ms``,
-    ``frames``, ``drops``; ``methods`` per stage; ``metrics`` (SSIM/PSNR, full face and eye region,
-    and ``flicker``: output minus truth frame-to-frame change) against ``/revavatar/ground_truth/face`` when the bag has it, else ``{}`` and a
-    ``metrics_note``.
+    ``frames``, ``drops``; ``methods`` per stage; ``metrics`` (SSIM/PSNR, full face and eye region;
+    ``flicker``: output minus truth frame-to-frame change, and ``truth_change``) against
+    ``/revavatar/ground_truth/face`` when the bag has it, else ``{}`` and a ``metrics_note``.
 
     Args:
         calibration_path: headset calibration YAML.

@@ -341,22 +341,20 @@ def make_job(args: Any, region: str, kind: str, data: Any,
     job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
            "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
            "val": AlignmentPairs(args.data, region, "val", input_mode=args.input_mode, limit=32)}
-    job["log"], job["vlog"] = LossLog(job["ckpt"].dir), LossLog(job["ckpt"].dir, "val.csv")
     if args.resume and job["ckpt"].latest() is not None:
         info = job["ckpt"].load(job["model"].trainable(), job["model"].optimizers())
         job["start"], job["wall"] = info["step"], float(info["extra"].get("wall_s", 0.0))
-        job["log"].truncate(job["start"])
-        job["vlog"].truncate(job["start"])
     elif getattr(args, "init_from", None):  # fine-tune: earlier weights and step, new optimizer
         earlier = Checkpointer(Path(args.init_from) / name)
         job["start"] = earlier.load_weights(job["model"].trainable(), new=("tone.",))
-        job["init_from"] = f"{earlier.latest()}"
-        earlier_cfg = json.loads((earlier.latest() / "config.json").read_text())
-        job["wall"] = float((earlier_cfg.get("extra") or {}).get("wall_s", 0.0))
+        path = earlier.latest()
+        extra = json.loads((path / "config.json").read_text()).get("extra") or {}
+        job["init_from"], job["wall"] = str(path), float(extra.get("wall_s", 0.0))
         for src in ("losses.csv", "val.csv"):  # the curves go on from the earlier run's
             if (earlier.dir / src).is_file() and not (job["ckpt"].dir / src).is_file():
                 shutil.copy2(earlier.dir / src, job["ckpt"].dir / src)
-        job["log"], job["vlog"] = LossLog(job["ckpt"].dir), LossLog(job["ckpt"].dir, "val.csv")
+    job["log"], job["vlog"] = LossLog(job["ckpt"].dir), LossLog(job["ckpt"].dir, "val.csv")
+    if job["start"]:
         job["log"].truncate(job["start"])
         job["vlog"].truncate(job["start"])
     return job

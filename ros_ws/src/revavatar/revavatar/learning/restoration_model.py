@@ -364,8 +364,9 @@ def write_card(model_dir: str | Path) -> Path:
         f"CPU threads: {card.get('threads', 'not recorded')}, wall {card.get('wall_time_s')} s. "
         f"Command: `{card.get('command')}`.",
         "- Metrics: `reports/restoration.md` (`revavatar eval restore`).",
-        f"- Files: generator.safetensors, model.onnx (input{'s x, z' if uses_reference(cfg) else ' x'}"
-        f": (1,3,{cfg.size},{cfg.size}) BGR in [-1,1]; output y), config.json, card.json, losses.png.",
+        f"- Files: generator.safetensors, model.onnx "
+        f"(input{'s x, z' if uses_reference(cfg) else ' x'}: (1,3,{cfg.size},{cfg.size}) BGR in "
+        "[-1,1]; output y), config.json, card.json, losses.png.",
     ]
     (d / "README.md").write_text("\n".join(lines) + "\n")
     return d / "README.md"
