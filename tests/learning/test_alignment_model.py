@@ -145,5 +145,49 @@ def test_train_align_init_from_continues_step_and_curves(tmp_path):
     assert card["steps"] == 4 and card["config"]["tone"] is True
     assert card["fine_tuned_from"].endswith("step_00000002")
     assert "--tone --init-from" in card["command"]
+    assert "--lambda-focus" not in card["command"] and card["config"]["lambda_focus"] == 0
     with (tmp_path / "b" / "align_left_eye" / "losses.csv").open() as fh:
         assert [r["step"] for r in csv.DictReader(fh)] == ["1", "2", "3", "4"]
+
+
+@pytest.mark.parametrize("kind", ["cyclegan", "autoencoder"])
+def test_focus_term_is_the_mean_error_on_the_mask(kind):
+    seed_everything(0)
+    view, target = _batch()
+    focus = torch.zeros(4, 1, 48, 64)
+    focus[:, :, 16:32, 20:44] = 1.0
+    model = AlignmentModel(AlignModelConfig(region="left_eye", kind=kind, lambda_focus=5.0,
+                                            **TINY))
+    with torch.no_grad():
+        fake = model.G(view)
+    terms = model._paired(fake, target, focus)
+    want = (fake - target).abs()[:, :, 16:32, 20:44].mean()
+    assert torch.allclose(terms["focus_l1"], want, atol=1e-6)
+    assert "focus_l1" in model.train_step(view, target, focus)
+    assert "focus_l1" not in model.train_step(view, target)  # no mask, no term
+    plain = AlignmentModel(AlignModelConfig(region="left_eye", kind=kind, **TINY))
+    assert "focus_l1" not in plain.train_step(view, target, focus)  # weight 0: off
+
+
+def test_train_align_region_list_and_focus_flag(tmp_path):
+    import argparse
+    import json
+
+    from revavatar.learning.data import write_toy_build
+    from revavatar.learning.train_align import add_arguments, run_from_args
+
+    toy = write_toy_build(tmp_path / "toy", samples=12)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--region", "right_eye,left_eye", "--data", str(toy), "--batch", "2",
+                              "--steps", "1", "--no-progress", "--no-bf16", "--kind", "autoencoder",
+                              "--lambda-focus", "3", "--ckpt-root", str(tmp_path / "c"),
+                              "--out", str(tmp_path / "m")])
+    assert args.region == ("left_eye", "right_eye")  # canonical order
+    outs = run_from_args(args)
+    assert [o.name for o in outs] == ["align_ae_left_eye", "align_ae_right_eye"]
+    card = json.loads((outs[0] / "card.json").read_text())
+    assert card["config"]["lambda_focus"] == 3.0
+    assert "--region left_eye,right_eye" in card["command"] and "--lambda-focus 3" in card["command"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--region", "left_eye,nose", "--data", str(toy)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,3 +107,46 @@ def test_alignment_pairs_rectified_mode(toy):
         AlignmentPairs(toy, "left_eye", "val", input_mode="warp")
     with pytest.raises(ValueError, match="unknown region"):
         AlignmentPairs(toy, "nose", "val")
+
+
+def _eye_landmarks(centre: tuple[float, float], half: tuple[float, float]) -> np.ndarray:
+    """478 canonical points, all zero but the left eye's lids on an ellipse around ``centre``."""
+    from revavatar.core.landmarks import SCHEMES
+
+    pts = np.zeros((478, 2), np.float32)
+    eye = SCHEMES["mediapipe478"].eyes["left"]
+    (cx, cy), (ax, ay) = centre, half
+    pts[eye.corners[0]], pts[eye.corners[1]] = (cx - ax, cy), (cx + ax, cy)
+    for k, (u, lo) in enumerate(zip(eye.upper, eye.lower, strict=True)):
+        x = cx + ax * (k - 1) * 0.6
+        pts[u], pts[lo] = (x, cy - ay), (x, cy + ay)
+    return pts
+
+
+def test_focus_mask_covers_the_eye_opening_only() -> None:
+    from revavatar.core.canonical import CanonicalLayout
+    from revavatar.learning.data import focus_mask
+
+    layout = CanonicalLayout(256)
+    region = layout.region("left_eye")
+    x0, y0, x1, y1 = region.box_px
+    lm = _eye_landmarks(((x0 + x1) / 2, (y0 + y1) / 2), (12.0, 4.0))
+    mask = focus_mask(lm, region, "left")
+    w, h = region.crop_size
+    assert mask.shape == (h, w) and mask.dtype == np.uint8
+    assert mask[h // 2, w // 2] == 255  # the eye centre, in crop pixels
+    assert mask[:8].max() == 0 and mask[-8:].max() == 0 and mask[:, :8].max() == 0
+    assert 0.03 < (mask > 127).mean() < 0.3
+    assert not focus_mask(lm, region, None).any()  # no eye in the region (lower face)
+    assert not focus_mask(np.zeros((478, 2)), region, "left").any()  # a toy build's landmarks
+
+
+def test_alignment_pairs_carry_the_focus_mask(tmp_path: Path) -> None:
+    from revavatar.learning.data import AlignmentPairs, write_toy_build
+
+    root = write_toy_build(tmp_path / "toy", samples=6)
+    ds = AlignmentPairs(root, "left_eye", "train")
+    item = ds[0]
+    assert item["focus"].shape == (1, *item["target"].shape[1:])
+    assert float(item["focus"].sum()) == 0.0  # toy landmarks are all zero: no eye opening
+    assert ds.batch([0, 1])["focus"].shape[0] == 2

@@ -69,6 +69,9 @@ def test_loss_log_truncate_and_plot(tmp_path):
     rows = log2.rows()
     assert [int(r["step"]) for r in rows] == list(range(1, 32))
     assert set(rows[0]) == {"step", "time_s", "d", "g"}
+    log2.append(32, g=0.1, d=0.2, focus=0.3)  # a term a fine-tune adds: a new column
+    rows = LossLog(tmp_path).rows()
+    assert rows[0]["focus"] == "" and rows[-1]["focus"] == "0.3" and len(rows) == 32
     png = log2.plot(tmp_path / "curves.png")
     assert png.stat().st_size > 5000
     assert png.read_bytes()[:4] == b"\x89PNG"

@@ -10,6 +10,11 @@ aligner evaluates the exact mapping once per crop pixel in ``__init__`` and stor
 grid. Each frame is then a single :func:`cv2.remap`: exact for the distortion and cheaper than
 per-frame maths. Parts of the face off the plane (nose, lids) are rectified with a parallax
 error; that is the baseline's limit, which learned aligners improve on.
+
+:class:`SurfaceAligner` drops the plane: given the depth of the face surface at every canonical
+pixel (the enrolled face's mesh, or a simulated frame's own mesh), each crop pixel is the 3D
+point it shows and the remap grid is exact up to occlusion. It is the geometric upper bound of
+any aligner and what the gaze-floor benchmark measures the others against.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
     from revavatar.core.calibration import CameraCalibration, HeadsetCalibration
     from revavatar.core.canonical import CanonicalLayout, Region
 
-__all__ = ["HomographyAligner", "build_aligners"]
+__all__ = ["HomographyAligner", "SurfaceAligner", "build_aligners"]
 
 
 class HomographyAligner:
@@ -173,6 +178,42 @@ class HomographyAligner:
             borderMode=cv2.BORDER_CONSTANT,
             borderValue=(self.border_value,) * 4,
         )
+
+
+class SurfaceAligner(HomographyAligner):
+    """Rectification onto a face surface given as a canonical depth map (see module docstring).
+
+    Args:
+        camera, region, layout: as for :class:`HomographyAligner`.
+        depth_mm: (size, size) float head-frame z (mm) at every canonical pixel of ``layout``
+            (:func:`revavatar.vrface.renderer.render_depth_orthographic` of a face mesh).
+        **kw: ``border_value``, ``interpolation``, ``fixed_point`` of the parent.
+
+    Raises:
+        ValueError: ``depth_mm`` is not a finite (size, size) array.
+    """
+
+    method: Final[str] = "surface"
+
+    def __init__(self, camera: CameraCalibration, region: Region, layout: CanonicalLayout,
+                 depth_mm: np.ndarray, **kw: object) -> None:
+        depth = np.asarray(depth_mm, dtype=np.float32)
+        if depth.shape != (layout.size, layout.size) or not np.isfinite(depth).all():
+            msg = (f"depth_mm must be a finite ({layout.size}, {layout.size}) array, got "
+                   f"{depth.dtype} {depth.shape}")
+            raise ValueError(msg)
+        self.depth_mm = depth
+        super().__init__(camera, region, layout, **kw)  # type: ignore[arg-type]
+
+    def crop_to_head(self, crop_px: np.ndarray) -> np.ndarray:
+        """Crop pixels (N, 2) -> head-frame points (N, 3) on the surface (bilinear depth)."""
+        pts = np.asarray(crop_px, dtype=np.float64).reshape(-1, 2)
+        a = self._crop_to_canonical()
+        canon = pts @ a[:2, :2].T + a[:2, 2]
+        xy = canon.astype(np.float32).reshape(-1, 1, 2)
+        z = cv2.remap(self.depth_mm, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE).ravel()
+        return self.layout.pixel_to_head(canon, z.astype(np.float64))
 
 
 def build_aligners(

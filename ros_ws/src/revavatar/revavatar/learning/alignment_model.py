@@ -65,6 +65,7 @@ class AlignModelConfig:
     lambda_idt: float = 0.5  # times lambda_cycle, as in CycleGAN
     lambda_l1: float = 10.0
     lambda_lpips: float = 1.0
+    lambda_focus: float = 0.0  # extra L1 on the eye opening (data.focus_mask), paired term
     gan_mode: str = "lsgan"
     bf16: bool = True
 
@@ -150,36 +151,53 @@ class AlignmentModel(nn.Module):
                 group["lr"] = lr
 
     # -- losses ------------------------------------------------------------------------------
-    def _paired(self, fake: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _paired(self, fake: torch.Tensor, target: torch.Tensor,
+                focus: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         c = self.config
-        out = {"l1": F.l1_loss(fake.float(), target)}
+        err = (fake.float() - target).abs()
+        out = {"l1": err.mean()}
+        if focus is not None and c.lambda_focus > 0:  # mean error on the eye opening
+            w = focus.expand_as(err)
+            out["focus_l1"] = (err * w).sum() / w.sum().clamp_min(1.0)
         if self.lpips is not None and c.lambda_lpips > 0:
             out["lpips"] = self.lpips(lpips_input(fake), lpips_input(target)).mean()
         return out
+
+    def _paired_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
+        c = self.config
+        return (c.lambda_l1 * terms.get("l1", 0.0) + c.lambda_lpips * terms.get("lpips", 0.0)
+                + c.lambda_focus * terms.get("focus_l1", 0.0))
 
     def forward(self, view: torch.Tensor) -> torch.Tensor:
         """Aligned crop for a batch of model inputs (the deployed path)."""
         return self.G(view)
 
-    def train_step(self, view: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-        """One optimisation step on a batch; returns the losses (floats)."""
+    def train_step(self, view: torch.Tensor, target: torch.Tensor,
+                   focus: torch.Tensor | None = None) -> dict[str, float]:
+        """One optimisation step on a batch; returns the losses (floats).
+
+        ``focus``: (N, 1, H, W) eye-opening weights (:func:`revavatar.learning.data.focus_mask`)
+        for the ``lambda_focus`` term; ignored when that weight is 0.
+        """
         self.train()
         if self.config.kind == "autoencoder":
-            return self._step_ae(view, target)
-        return self._step_cyclegan(view, target)
+            return self._step_ae(view, target, focus)
+        return self._step_cyclegan(view, target, focus)
 
-    def _step_ae(self, view: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    def _step_ae(self, view: torch.Tensor, target: torch.Tensor,
+                 focus: torch.Tensor | None) -> dict[str, float]:
         c = self.config
         with autocast(c.bf16):
             fake = self.G(view)
-            terms = self._paired(fake, target)
-        loss = c.lambda_l1 * terms["l1"] + c.lambda_lpips * terms.get("lpips", 0.0)
+            terms = self._paired(fake, target, focus)
+        loss = self._paired_loss(terms)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
-        return {"total": float(loss), **{k: float(v) for k, v in terms.items()}}
+        return {"total": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
 
-    def _step_cyclegan(self, view: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    def _step_cyclegan(self, view: torch.Tensor, target: torch.Tensor,
+                       focus: torch.Tensor | None) -> dict[str, float]:
         c = self.config
         lam_idt = c.lambda_cycle * c.lambda_idt
         discs = (self.D_t, self.D_v)
@@ -197,10 +215,10 @@ class AlignmentModel(nn.Module):
             if lam_idt > 0:
                 terms["idt"] = (F.l1_loss(self.G(target).float(), target)
                                 + F.l1_loss(self.F(view).float(), view))
-            if c.lambda_l1 > 0 or c.lambda_lpips > 0:
-                terms.update(self._paired(fake_t, target))
+            if c.lambda_l1 > 0 or c.lambda_lpips > 0 or c.lambda_focus > 0:
+                terms.update(self._paired(fake_t, target, focus))
         loss_g = (c.lambda_gan * g_gan + c.lambda_cycle * cyc + lam_idt * terms.get("idt", 0.0)
-                  + c.lambda_l1 * terms.get("l1", 0.0) + c.lambda_lpips * terms.get("lpips", 0.0))
+                  + self._paired_loss(terms))
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -215,8 +233,8 @@ class AlignmentModel(nn.Module):
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
-        out = {"total": float(loss_g), "d": float(loss_d)}
-        out.update({k: float(v) for k, v in terms.items()})
+        out = {"total": float(loss_g.detach()), "d": float(loss_d.detach())}
+        out.update({k: float(v.detach()) for k, v in terms.items()})
         return out
 
     @torch.no_grad()
@@ -319,11 +337,14 @@ def _arch(c: dict[str, Any]) -> str:
 
 
 def _losses(c: dict[str, Any]) -> str:
+    focus = (f" + {c['lambda_focus']:g} L1 on the eye opening (landmark mask)"
+             if c.get("lambda_focus") else "")
     if c["kind"] == "autoencoder":
-        return f"{c['lambda_l1']} L1 + {c['lambda_lpips']} LPIPS(alex), paired"
+        return f"{c['lambda_l1']} L1 + {c['lambda_lpips']} LPIPS(alex){focus}, paired"
     return (f"{c['gan_mode']} GAN x{c['lambda_gan']}, cycle x{c['lambda_cycle']}, identity "
             f"x{c['lambda_cycle'] * c['lambda_idt']}, plus paired {c['lambda_l1']} L1 + "
-            f"{c['lambda_lpips']} LPIPS(alex) on G (the paper is unpaired; VR-Face has pairs)")
+            f"{c['lambda_lpips']} LPIPS(alex){focus} on G (the paper is unpaired; VR-Face has "
+            "pairs)")
 
 
 # -- training jobs of `revavatar train align` (kept here so train_align.py stays a short loop)
@@ -337,7 +358,8 @@ def make_job(args: Any, region: str, kind: str, data: Any,
     config = AlignModelConfig(region=region, kind=kind, channels=data.channels,
                               crop_size=data.crop_size, input_mode=args.input_mode,
                               bf16=not args.no_bf16,
-                              tone=kind == "cyclegan" and getattr(args, "tone", False))
+                              tone=kind == "cyclegan" and getattr(args, "tone", False),
+                              lambda_focus=float(getattr(args, "lambda_focus", 0.0)))
     job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
            "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
            "val": AlignmentPairs(args.data, region, "val", input_mode=args.input_mode, limit=32)}
@@ -367,10 +389,14 @@ def save_job(args: Any, job: dict, step: int) -> None:
     extra = {"config": model.config.to_dict(), "wall_s": job["wall"]}
     job["ckpt"].save(step, model.trainable(), model.optimizers(), extra=extra)
     job["log"].plot(Path(args.out) / job["name"] / "losses.png")
-    cmd = (f"revavatar train align --region {args.region} --kind {args.kind} --data {args.data} "
+    region = args.region if isinstance(args.region, str) else ",".join(args.region)
+    if region == "left_eye,right_eye,lower_face":
+        region = "all"
+    cmd = (f"revavatar train align --region {region} --kind {args.kind} --data {args.data} "
            f"--steps {args.steps} --batch {args.batch} --input-mode {args.input_mode} "
            f"--threads {args.threads}" + (" --no-bf16" if args.no_bf16 else "")
            + (" --tone" if model.config.tone else "")
+           + (f" --lambda-focus {model.config.lambda_focus:g}" if model.config.lambda_focus else "")
            + (f" --init-from {args.init_from}" if job.get("init_from") else ""))
     export_aligner(model, Path(args.out) / job["name"], {
         "data": str(Path(args.data).resolve()), "train_samples": len(job["data"]),

@@ -34,6 +34,7 @@ __all__ = [
     "SPLITS",
     "AlignmentPairs",
     "VRFaceIndex",
+    "focus_mask",
     "read_image",
     "to_image",
     "to_tensor",
@@ -48,6 +49,35 @@ PATH_FIELDS: Final = ("gt", "reference", "left_eye", "right_eye", "lower_face", 
 #: how AlignmentPairs turns a raw headset frame into the model input (see AlignmentPairs)
 INPUT_MODES: Final = ("resize", "rectified")
 _EYE_SIDE: Final = {"left_eye": "left", "right_eye": "right"}
+#: how far (crop px) the focus mask reaches beyond the lid landmarks: lashes and lid edges
+_FOCUS_MARGIN_PX: Final = 6
+
+
+def focus_mask(landmarks: np.ndarray, region: Any, side: str | None) -> np.ndarray:
+    """uint8 (h, w) mask at ``region.crop_size``: 255 on the eye opening of ``side``, soft edge.
+
+    Gaze is read from a few hundred pixels (iris, lids, corners) of a crop of thousands, so a
+    reconstruction loss averaged over the crop barely sees a misplaced iris; this mask lets the
+    aligner's loss weight those pixels more. ``landmarks`` are the sample's canonical Face Mesh
+    points (478, 2); ``side`` None (a region without an eye) or all-zero landmarks (a toy build)
+    give an empty mask.
+    """
+    from revavatar.core.landmarks import SCHEMES  # noqa: PLC0415
+
+    w, h = region.crop_size
+    mask = np.zeros((h, w), np.uint8)
+    pts = np.asarray(landmarks, dtype=np.float64)
+    if side is None or len(pts) < 478 or not np.any(pts):
+        return mask
+    eye = SCHEMES["mediapipe478"].eyes[side]
+    lid = pts[[*eye.corners, *eye.upper, *eye.lower]]
+    x0, y0, x1, y1 = region.box_px
+    sx, sy = (x1 - x0) / w, (y1 - y0) / h
+    crop = np.stack([(lid[:, 0] - x0 + 0.5) / sx - 0.5, (lid[:, 1] - y0 + 0.5) / sy - 0.5], 1)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.rint(crop).astype(np.int32)), 255)
+    k = 2 * _FOCUS_MARGIN_PX + 1
+    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return cv2.GaussianBlur(mask, (0, 0), _FOCUS_MARGIN_PX / 2)
 
 
 class VRFaceIndex:
@@ -181,7 +211,9 @@ class AlignmentPairs(Dataset):
     colour to recover from an IR frame, and the restorer takes colour from the DP. Both tensors
     follow :func:`to_tensor` ([-1, 1], (1|3, H, W), BGR).
 
-    Items: ``dict(view, target, gaze, identity, index)``: ``gaze`` is the (2,) float32
+    Items: ``dict(view, target, focus, gaze, identity, index)``: ``focus`` is the (1, H, W)
+    float32 eye-opening weight in [0, 1] of :func:`focus_mask` (zeros for ``lower_face``);
+    ``gaze`` is the (2,) float32
     (yaw, pitch) degrees of this eye (mean of both eyes for ``lower_face``) from the build's
     landmarks; ``identity`` a str; ``index`` the build's sample index.
 
@@ -233,6 +265,7 @@ class AlignmentPairs(Dataset):
         self._aligner = self._make_aligner() if input_mode == "rectified" else None
         self._epoch = 0
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._focus: dict[int, np.ndarray] = {}
         if cache:
             self._cache = [self._load(i) for i in range(len(self.entries))]
 
@@ -263,6 +296,15 @@ class AlignmentPairs(Dataset):
             target = cv2.resize(target, self.crop_size, interpolation=cv2.INTER_AREA)
         return view, target
 
+    def focus(self, i: int) -> np.ndarray:
+        """The :func:`focus_mask` of item ``i`` (uint8, computed once per item)."""
+        if i not in self._focus:
+            path = self.entries[i].get("landmarks")
+            lm = np.load(path) if path and Path(path).is_file() else np.zeros((0, 2))
+            self._focus[i] = focus_mask(lm, self.layout.region(self.region),
+                                        _EYE_SIDE.get(self.region))
+        return self._focus[i]
+
     def set_epoch(self, epoch: int) -> None:
         """Change the augmentation draw (call once per pass for fresh jitter)."""
         self._epoch = int(epoch)
@@ -289,7 +331,8 @@ class AlignmentPairs(Dataset):
             view = self._jitter(view, int(e["index"]))
         side = _EYE_SIDE.get(self.region)
         gaze = e["gaze"][side] if side else e.get("gaze_deg", [0.0, 0.0])
-        return {"view": to_tensor(view), "target": to_tensor(target),
+        focus = torch.from_numpy(self.focus(i)).float().div_(255.0)[None]
+        return {"view": to_tensor(view), "target": to_tensor(target), "focus": focus,
                 "gaze": torch.tensor(gaze, dtype=torch.float32), "identity": str(e["identity"]),
                 "index": int(e["index"])}
 
@@ -299,6 +342,7 @@ class AlignmentPairs(Dataset):
         items = [self[int(i)] for i in indices]
         return {"view": torch.stack([it["view"] for it in items]),
                 "target": torch.stack([it["target"] for it in items]),
+                "focus": torch.stack([it["focus"] for it in items]),
                 "gaze": torch.stack([it["gaze"] for it in items])}
 
 

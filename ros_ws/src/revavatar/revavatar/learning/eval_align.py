@@ -33,8 +33,8 @@ import numpy as np
 
 from revavatar.errors import InputError
 
-__all__ = ["METHODS", "add_arguments", "evaluate", "markdown_table", "paste_into_face",
-           "resolve_data", "run_from_args"]
+__all__ = ["METHODS", "GazeProbe", "add_arguments", "evaluate", "markdown_table",
+           "method_aligners", "paste_into_face", "resolve_data", "run_from_args"]
 
 METHODS: Final = ("homography", "autoencoder", "cyclegan")
 _REGIONS: Final = ("left_eye", "right_eye", "lower_face")
@@ -69,7 +69,7 @@ def paste_into_face(face: np.ndarray, crop: np.ndarray, box: tuple[int, int, int
     return out
 
 
-class _Gaze:
+class GazeProbe:
     """Per-eye gaze of pasted faces with one static MediaPipe detector."""
 
     def __init__(self) -> None:
@@ -97,7 +97,8 @@ def _perturbed(gt: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarra
     return np.clip(gt.astype(np.float64) + noise, 0, 255).astype(np.uint8)
 
 
-def _aligners(region: str, data_root: Path, models: Path, layout: Any) -> dict[str, Any]:
+def method_aligners(region: str, data_root: Path, models: Path, layout: Any) -> dict[str, Any]:
+    """The compared aligners of ``region`` (homography baseline + each trained model found)."""
     from revavatar.core.alignment import HomographyAligner  # noqa: PLC0415
     from revavatar.core.calibration import load_calibration  # noqa: PLC0415
     from revavatar.core.onnx_aligner import MODEL_PREFIXES, OnnxAligner  # noqa: PLC0415
@@ -161,12 +162,12 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
         entries = [entries[int(i)] for i in np.linspace(0, len(entries) - 1, limit)]
     layout = CanonicalLayout(index.layout_size)
     lp = load_lpips("alex", allow_fetch=False)
-    gazer = _Gaze()
+    gazer = GazeProbe()
     rng = np.random.default_rng(0)
     result: dict[str, Any] = {"regions": {}, "gaze_reference": {}}
     rows: dict[str, list[list[np.ndarray]]] = {}
     for region in _REGIONS:
-        aligners = _aligners(region, index.root, models, layout)
+        aligners = method_aligners(region, index.root, models, layout)
         gray = True
         vals = {m: {"ssim": [], "psnr": [], "lpips": []} for m in aligners}
         gaze: dict[str, list[float]] = {m: [] for m in aligners}

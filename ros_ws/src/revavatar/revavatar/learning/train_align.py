@@ -23,9 +23,22 @@ _REGIONS = ("left_eye", "right_eye", "lower_face")
 _KINDS = ("cyclegan", "autoencoder")
 
 
+def _regions(text: str) -> tuple[str, ...]:
+    """``--region``: one region, a comma list, or ``all`` -> the regions in canonical order."""
+    if text == "all":
+        return _REGIONS
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in _REGIONS]
+    if bad or not names:
+        msg = f"unknown region(s) {', '.join(bad) or repr(text)}; expected {', '.join(_REGIONS)} or all"
+        raise argparse.ArgumentTypeError(msg)
+    return tuple(r for r in _REGIONS if r in names)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``revavatar train align``."""
-    parser.add_argument("--region", required=True, choices=(*_REGIONS, "all"))
+    parser.add_argument("--region", required=True, type=_regions,
+                        help=f"{', '.join(_REGIONS)}, a comma list of them, or all")
     parser.add_argument("--data", required=True, help="VR-Face build folder")
     parser.add_argument("--kind", default="cyclegan", choices=(*_KINDS, "all"))
     parser.add_argument("--steps", type=int, default=3000, help="total steps per model")
@@ -41,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--tone", action="store_true",
                         help="CycleGAN generators get the global gain/offset head")
+    parser.add_argument("--lambda-focus", type=float, default=0.0,
+                        help="weight of an extra L1 on the eye opening (landmark mask); "
+                             "0 = off")
     parser.add_argument("--init-from", default=None,
                         help="checkpoint root of an earlier run: start each model from its "
                              "weights and step (new parameters fresh) when --resume finds none")
@@ -54,7 +70,7 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
 
     lpips = load_lpips("alex", allow_fetch=False)
     jobs = []
-    for region in _REGIONS if args.region == "all" else (args.region,):
+    for region in args.region:
         data = AlignmentPairs(args.data, region, "train", augment=True, cache=True,
                               input_mode=args.input_mode, seed=args.seed)
         for kind in _KINDS if args.kind == "all" else (args.kind,):
@@ -73,7 +89,7 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
             model.set_lr(model.config.lr * lr_scale)
             data.set_epoch(step)
             batch = data.batch(rng.choice(len(data), args.batch, replace=len(data) < args.batch))
-            losses = model.train_step(batch["view"], batch["target"])
+            losses = model.train_step(batch["view"], batch["target"], batch["focus"])
             job["wall"] += time.perf_counter() - t0
             job["log"].append(step, **losses)
             if step % args.ckpt_every == 0 or step == args.steps:

@@ -198,7 +198,8 @@ class Checkpointer:
 class LossLog:
     """Per-step losses as ``dir/losses.csv`` and a loss-curve PNG.
 
-    Columns are fixed by the first :meth:`append` (``step``, ``time_s`` and the loss names, sorted).
+    Columns are set by the first :meth:`append` (``step``, ``time_s`` and the loss names, sorted);
+    a loss name first seen later (a fine-tune that adds a term) adds a column, empty before.
     Call :meth:`truncate` with the resumed step so a resumed run overwrites, not repeats, steps.
     """
 
@@ -229,6 +230,13 @@ class LossLog:
         new = self._columns is None
         if new:
             self._columns = list(row)
+        elif set(row) - set(self._columns):  # a loss term joined (e.g. a fine-tune's new term)
+            old = self.rows()
+            self._columns += [k for k in row if k not in self._columns]
+            with self.path.open("w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=self._columns)
+                w.writeheader()
+                w.writerows(old)
         with self.path.open("a", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=self._columns, extrasaction="ignore")
             if new:

@@ -66,6 +66,7 @@ __all__ = [
     "clip_near",
     "orbit_camera",
     "rasterize",
+    "render_depth_orthographic",
     "render_orthographic",
     "rotation_to_deg",
 ]
@@ -406,6 +407,25 @@ def _render_camera(
     return img, mask
 
 
+def _orthographic_lookup(
+    mesh: FaceMesh, layout: CanonicalLayout, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-vertex ``values`` (V, 2) interpolated over the frontal orthographic view of ``mesh``
+    in canonical pixels: ((size, size, 2) float32, -1 where no triangle; (size, size) bool)."""
+    pix = mesh.frontal_pixels(layout)
+    size = layout.size
+    ids = rasterize(pix, mesh.vertices[:, 2].astype(np.float64), mesh.triangles, (size, size))
+    mask = ids >= 0
+    out = np.full((size, size, 2), -1.0, dtype=np.float32)
+    if mask.any():
+        ys, xs = np.nonzero(mask)
+        tri = mesh.triangles
+        coef = _perspective_coefs(pix[tri], np.ones(tri.shape), np.asarray(values, np.float64)[tri])
+        a, b = _sample_maps(coef, ids[ys, xs], xs.astype(np.float32), ys.astype(np.float32))
+        out[ys, xs, 0], out[ys, xs, 1] = a, b
+    return out, mask
+
+
 def render_orthographic(
     frame_bgr: np.ndarray, mesh: FaceMesh, layout: CanonicalLayout, background: int = 12
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -414,24 +434,28 @@ def render_orthographic(
     This is the view ``align_face`` produces for the face area; tests compare the two. Texture
     coordinates are interpolated affinely (exact for an orthographic camera).
     """
-    pix = mesh.frontal_pixels(layout)
     size = layout.size
-    ids = rasterize(pix, mesh.vertices[:, 2].astype(np.float64), mesh.triangles, (size, size))
-    shape = (size, size) if frame_bgr.ndim == 2 else (size, size, frame_bgr.shape[2])
-    mask = ids >= 0
+    uv, mask = _orthographic_lookup(mesh, layout, mesh.uv)
     if not mask.any():
+        shape = (size, size) if frame_bgr.ndim == 2 else (size, size, frame_bgr.shape[2])
         return np.full(shape, background, dtype=np.uint8), mask
-    ys, xs = np.nonzero(mask)
-    tri = mesh.triangles
-    coef = _perspective_coefs(pix[tri], np.ones(tri.shape), mesh.uv.astype(np.float64)[tri])
-    u, v = _sample_maps(coef, ids[ys, xs], xs.astype(np.float32), ys.astype(np.float32))
-    map_x = np.full((size, size), -1.0, dtype=np.float32)
-    map_y = np.full((size, size), -1.0, dtype=np.float32)
-    map_x[ys, xs] = u
-    map_y[ys, xs] = v
-    img = cv2.remap(frame_bgr, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    img = cv2.remap(frame_bgr, uv[..., 0], uv[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     img[~mask] = background
     return img, mask
+
+
+def render_depth_orthographic(mesh: FaceMesh, layout: CanonicalLayout) -> tuple[np.ndarray, np.ndarray]:
+    """Head-frame depth z (mm) of the mesh surface at every canonical pixel: (depth, mask).
+
+    The frontal twin of a depth render: with it a canonical pixel becomes the 3D point of the
+    face it shows, which any calibrated camera can then project (``SurfaceAligner``). Pixels off
+    the mesh get depth 0 (the eye-corner plane) and False in ``mask``.
+    """
+    z = mesh.vertices[:, 2].astype(np.float64)
+    vals, mask = _orthographic_lookup(mesh, layout, np.stack([z, z], 1))
+    depth = vals[..., 0]
+    depth[~mask] = 0.0
+    return depth, mask
 
 
 def _check_angles(name: str, angles: object) -> tuple[float, float, float]:

@@ -368,9 +368,10 @@ class LandmarkCache:
         digest = hashlib.sha1(key.encode()).hexdigest()[:16]
         return self.dir / f"{source.path.stem}-{digest}.npz"
 
-    def load(self, source: SourceFile) -> SourceLandmarks | None:
-        """Cached detections of ``source``, or None when absent or unreadable."""
-        path = self.path_for(source)
+    def load(self, source: SourceFile, path: Path | None = None) -> SourceLandmarks | None:
+        """Cached detections of ``source`` (from ``path`` if given), or None when absent or
+        unreadable."""
+        path = path or self.path_for(source)
         if not path.is_file():
             return None
         try:
