@@ -14,6 +14,9 @@ paste into the true face) for:
   black or filled from the ground truth;
 - ``exact_view`` / ``exact_view_fill``: the same inverse of the headset view actually stored
   (with its effects);
+- ``dp_surface_view`` / ``_fill``: rectification onto the surface of the sample's enrollment
+  image (its DP reference, another frame of the same person: the mesh a product can know);
+- ``plane_view_fill``: the face-plane homography with the unseen pixels filled the same way;
 - ``homography``, ``cyclegan``, ``autoencoder``: the aligners, as evaluated.
 
 The gap between ``exact_clean_fill`` and ``exact_view_fill`` is what the simulated camera effects
@@ -81,6 +84,7 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
     aligners = {r: method_aligners(r, index.root, models, layout) for r in _SIDE}
     renderer = HeadsetRenderer(_calibration(index), layout)
     probe, rng = GazeProbe(), np.random.default_rng(0)
+    dp_depth: dict[str, np.ndarray | None] = {}
     out: dict[str, dict[str, list[float]]] = {r: {} for r in _SIDE}
     for e in progress(len(entries), desc="gaze floor", unit="sample", iterable=entries):
         src = files[e["source"]["file"]]
@@ -92,6 +96,10 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
         depth, _ = render_depth_orthographic(mesh, layout)
         clean = renderer.render(frame, mesh, view="front")
         face = read_image(e["gt"])
+        if e["reference"] not in dp_depth:
+            ref_lm = probe.det.detect(read_image(e["reference"]))
+            dp_depth[e["reference"]] = None if ref_lm is None else render_depth_orthographic(
+                FaceMesh.from_landmarks(ref_lm, layout), layout)[0]
         for region, side in _SIDE.items():
             box = layout.region(region).box_px
             gt = read_image(e[f"gt_{region}"], gray=True)
@@ -106,7 +114,13 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
                 c = exact.align(img)
                 crops[f"exact_{name}"] = c
                 crops[f"exact_{name}_fill"] = _fill(c, exact.valid_mask, gt)
+            if dp_depth[e["reference"]] is not None:
+                dp = SurfaceAligner(exact.camera, exact.region, layout, dp_depth[e["reference"]])
+                crops["dp_surface_view"] = c = dp.align(view)
+                crops["dp_surface_view_fill"] = _fill(c, dp.valid_mask, gt)
             crops.update({m: a.align(view) for m, a in aligners[region].items()})
+            plane = aligners[region]["homography"]
+            crops["plane_view_fill"] = _fill(crops["homography"], plane.valid_mask, gt)
             for name, crop in crops.items():
                 got = probe(paste_into_face(face, crop, box), side)
                 if got is not None:

@@ -162,3 +162,38 @@ def test_face_plane_follows_the_region_surface() -> None:
     assert gy > 0 and z0 < 0  # the chin recedes, the mouth is in front of the eye plane
     assert z_face[1] - z_face[0] > 0  # deeper toward the chin
     assert np.isclose(z_face.mean(), z0, atol=0.5)
+
+
+@pytest.fixture(scope="module")
+def enrolled(face_image: np.ndarray):  # noqa: ANN201 - core.enrollment.Profile
+    from revavatar.core.enrollment import QualityChecks, enroll_image
+    from revavatar.core.landmarks import create_detector
+
+    det = create_detector("mediapipe", static_image=True)
+    try:  # the frame blinks; only the face's shape matters here
+        return enroll_image(face_image, det, LAYOUT, QualityChecks(min_eye_aspect_ratio=0.0))
+    finally:
+        det.close()  # type: ignore[attr-defined]
+
+
+def test_surface_alignment_stage_uses_the_enrolled_face(enrolled, tmp_path: Path) -> None:  # noqa: ANN001
+    """The graph's 'surface' aligner rectifies onto the enrolled face's mesh: the same crop grid
+    as the plane homography where the face is flat, different where it is not (nose, sockets)."""
+    from revavatar.graph.stages import STAGES, AlignmentStage
+
+    cam = _cam("generic", "left_eye")
+    stage = AlignmentStage(cam, LAYOUT, "surface", profile=enrolled)
+    assert stage.method == "surface" and stage.aligner.coverage > 0.6
+    plane = HomographyAligner(cam, LAYOUT.region("left_eye"), LAYOUT, face_plane=True)
+    frame = cv2.cvtColor(_texture(320)[:240], cv2.COLOR_BGR2GRAY)
+    a, b = stage.aligner.align(frame), plane.align(frame)
+    assert a.shape == b.shape == (96, 128)
+    assert 1.0 < np.abs(a.astype(float) - b)[stage.aligner.valid_mask].mean() < 60.0
+    with pytest.raises(InputError, match="profile"):
+        AlignmentStage(cam, LAYOUT, "surface")  # no profile: a clear error, not a flat face
+    enrolled.save(tmp_path / "p")  # built from node parameters, as the launch file does
+    params = {"camera": "left_eye", "calibration": str(ROOT / "calibration" / "generic.yaml"),
+              "method": "surface", "profile": str(tmp_path / "p"), "layout_size": 256}
+    built = STAGES["alignment"]("align_left_eye", params)
+    assert built.method == "surface"
+    np.testing.assert_array_equal(built.aligner.align(frame), a)

@@ -20,6 +20,7 @@ import pytest
 
 from revavatar.core.messages import array_to_image
 from revavatar.errors import InputError
+from revavatar.graph.description import STAGE_KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIB = ROOT / "calibration" / "generic.yaml"
@@ -199,8 +200,9 @@ def test_alignment_node_declares_first_then_converts_and_publishes(fake_ros: Any
     node = RosStageNode("alignment", "align_left_eye")
     fake = node.node
     kinds = [c[0] for c in fake.calls]
-    assert kinds[:5] == ["declare"] * 5 and "declare" not in kinds[5:]
-    assert [c[1] for c in fake.calls[5:]] == ["aligned", "image_raw"]  # relative names
+    n = len(STAGE_KINDS["alignment"].parameters)  # camera, calibration, method, profile, ...
+    assert kinds[:n] == ["declare"] * n and "declare" not in kinds[n:]
+    assert [c[1] for c in fake.calls[n:]] == ["aligned", "image_raw"]  # relative names
     qd = fake.descriptors["queue_depth"]
     assert qd.type == ParameterType.PARAMETER_INTEGER and qd.read_only
     assert (qd.integer_range[0].from_value, qd.integer_range[0].to_value) == (1, 100)

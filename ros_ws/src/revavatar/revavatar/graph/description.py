@@ -251,6 +251,8 @@ STAGE_KINDS: Final[dict[str, StageKind]] = {
                 "method", "string", "homography",
                 "aligner (key of revavatar.graph.stages.ALIGNERS)",
             ),
+            ParamSpec("profile", "string", "",
+                      "enrollment profile directory; read by the 'surface' aligner only"),
             _LAYOUT,
             _QUEUE,
         ),
@@ -360,8 +362,8 @@ def headset_graph(
             f"align_{cam}", "alignment",
             {"image_raw": f"/revavatar/{cam}/image_raw"},
             {"aligned": f"/revavatar/{cam}/aligned"},
-            {"camera": cam, "calibration": calib, "method": aligner, "layout_size": layout_size,
-             **common},
+            {"camera": cam, "calibration": calib, "method": aligner,
+             "profile": str(profile_dir or ""), "layout_size": layout_size, **common},
         ))
     nodes.append(_node(
         "restoration", "restoration",

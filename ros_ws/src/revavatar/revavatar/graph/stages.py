@@ -201,16 +201,39 @@ class CameraSource(_Base):
         return [("image_raw", msg), ("camera_info", info)]
 
 
-def _homography(camera: CameraCalibration, region: Region, layout: CanonicalLayout) -> Any:
+def _homography(camera: CameraCalibration, region: Region, layout: CanonicalLayout,
+                profile: Any = None) -> Any:
     from revavatar.core.alignment import HomographyAligner  # noqa: PLC0415 - lazy registry
 
     return HomographyAligner(camera, region, layout, face_plane=True)
 
 
+def _surface(camera: CameraCalibration, region: Region, layout: CanonicalLayout,
+             profile: Any = None) -> Any:
+    """Rectification onto the enrolled wearer's own face surface (the profile's mesh)."""
+    from revavatar.core.alignment import SurfaceAligner  # noqa: PLC0415 - lazy registry
+    from revavatar.vrface.mesh import FaceMesh, mesh_topology  # noqa: PLC0415
+    from revavatar.vrface.renderer import render_depth_orthographic  # noqa: PLC0415
+
+    topo = mesh_topology()
+    if profile is None or profile.mesh is None or len(profile.mesh) != topo.n_vertices:
+        msg = ("the 'surface' aligner needs an enrollment profile with a face mesh "
+               "(parameter 'profile'; `revavatar enroll` writes one)")
+        raise InputError(msg)
+    if int(profile.layout_size) != layout.size:
+        msg = (f"profile is aligned at layout {profile.layout_size}, the graph runs at "
+               f"{layout.size}")
+        raise InputError(msg)
+    mesh = FaceMesh(profile.mesh, topo.triangles, np.zeros((topo.n_vertices, 2), np.float32))
+    depth, _ = render_depth_orthographic(mesh, layout)
+    return SurfaceAligner(camera, region, layout, depth)
+
+
 def _learned(method: str) -> Callable[..., Any]:
     """Factory of a trained ONNX aligner (models/align[_ae]_<region>/, onnxruntime, no torch)."""
 
-    def make(camera: CameraCalibration, region: Region, layout: CanonicalLayout) -> Any:
+    def make(camera: CameraCalibration, region: Region, layout: CanonicalLayout,
+             profile: Any = None) -> Any:
         from revavatar.core.onnx_aligner import aligner_factory  # noqa: PLC0415 - lazy registry
 
         return aligner_factory(method)(camera, region, layout)
@@ -218,9 +241,11 @@ def _learned(method: str) -> Callable[..., Any]:
     return make
 
 
-#: aligner name -> factory(camera, region, layout); a trained aligner registers here.
+#: aligner name -> factory(camera, region, layout, profile=None); a trained aligner registers
+#: here. ``profile`` is the enrolled wearer (core.enrollment.Profile) for aligners that use it.
 ALIGNERS: Final[dict[str, Callable[..., Any]]] = {
     "homography": _homography,
+    "surface": _surface,
     "cyclegan": _learned("cyclegan"),
     "autoencoder": _learned("autoencoder"),
 }
@@ -273,12 +298,13 @@ class AlignmentStage(_Base):
 
     def __init__(
         self, camera: CameraCalibration, layout: CanonicalLayout, method: str = "homography",
-        name: str | None = None,
+        name: str | None = None, profile: Any = None,
     ) -> None:
         super().__init__(name or f"align_{camera.name}")
         self.camera = camera
         self.region = layout.region(camera.name)
-        self.aligner = _lookup(ALIGNERS, method, "aligner")(camera, self.region, layout)
+        self.aligner = _lookup(ALIGNERS, method, "aligner")(camera, self.region, layout,
+                                                             profile=profile)
         self.method = str(getattr(self.aligner, "method", method))
 
     def _process(self, port: str, msg: Any) -> list[Output]:
@@ -374,7 +400,13 @@ def _build_ingestion(name: str, p: Mapping[str, Any]) -> CameraSource:
 
 
 def _build_alignment(name: str, p: Mapping[str, Any]) -> AlignmentStage:
-    return AlignmentStage(_calibration(p).camera(p["camera"]), _layout(p), p["method"], name)
+    profile = None
+    if p.get("profile") and p["method"] == "surface":  # only the surface aligner reads it
+        from revavatar.core.enrollment import Profile  # noqa: PLC0415
+
+        profile = Profile.load(Path(p["profile"]))
+    return AlignmentStage(_calibration(p).camera(p["camera"]), _layout(p), p["method"], name,
+                          profile=profile)
 
 
 def _build_restoration(name: str, p: Mapping[str, Any]) -> RestorationStage:

@@ -3,7 +3,9 @@
 For every test-split sample and region, each method aligns the headset frame; the crop is
 compared with the ground-truth frontal crop (gray for the IR eye cameras, like the training
 target): SSIM (luma), PSNR, LPIPS (alex). ``homography`` is the product's baseline (calibrated
-rectification onto the region's mean face plane, as the graph builds it).
+rectification onto the region's mean face plane, as the graph builds it); ``surface`` is the
+classical rectification onto the wearer's enrolled face (the graph's ``surface`` aligner), with
+the sample's DP reference standing in for the enrollment selfie.
 
 Gaze (eye regions) measures what the paper means, "does the aligned eye look where the true eye
 looks": the crop is pasted back into the sample's true aligned face at its canonical box (resized
@@ -33,10 +35,10 @@ import numpy as np
 
 from revavatar.errors import InputError
 
-__all__ = ["METHODS", "GazeProbe", "add_arguments", "evaluate", "markdown_table",
+__all__ = ["METHODS", "EnrolledSurfaces", "GazeProbe", "add_arguments", "evaluate", "markdown_table",
            "method_aligners", "paste_into_face", "resolve_data", "run_from_args"]
 
-METHODS: Final = ("homography", "autoencoder", "cyclegan")
+METHODS: Final = ("homography", "surface", "autoencoder", "cyclegan")
 _REGIONS: Final = ("left_eye", "right_eye", "lower_face")
 _SIDE: Final = {"left_eye": "left", "right_eye": "right"}
 
@@ -95,6 +97,40 @@ def _perturbed(gt: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarra
         return cv2.warpAffine(gt, m, gt.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
     noise = rng.normal(0.0, 2.0, gt.shape)
     return np.clip(gt.astype(np.float64) + noise, 0, 255).astype(np.uint8)
+
+
+class EnrolledSurfaces:
+    """Per sample, the ``surface`` aligner: rectification onto the sample's enrollment face.
+
+    A VR-Face sample's ``reference`` is an aligned frame of the same person (the DP the product
+    would enroll); its Face Mesh lifted to a mesh (as enrollment does) gives the surface. One
+    detection per reference image, one remap grid per (reference, region).
+    """
+
+    def __init__(self, probe: GazeProbe, layout: Any) -> None:
+        self.probe, self.layout = probe, layout
+        self._depth: dict[str, Any] = {}
+        self._grids: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, reference: str, camera: Any, region: str) -> Any:
+        """The SurfaceAligner for ``reference`` and ``region``, or None (no face found)."""
+        from revavatar.core.alignment import SurfaceAligner  # noqa: PLC0415
+        from revavatar.learning.data import read_image  # noqa: PLC0415
+        from revavatar.vrface.mesh import FaceMesh  # noqa: PLC0415
+        from revavatar.vrface.renderer import render_depth_orthographic  # noqa: PLC0415
+
+        if reference not in self._depth:
+            lm = self.probe.det.detect(read_image(reference))
+            self._depth[reference] = None if lm is None else render_depth_orthographic(
+                FaceMesh.from_landmarks(lm, self.layout), self.layout)[0]
+        depth = self._depth[reference]
+        if depth is None:
+            return None
+        key = (reference, region)
+        if key not in self._grids:
+            self._grids[key] = SurfaceAligner(camera, self.layout.region(region), self.layout,
+                                              depth)
+        return self._grids[key]
 
 
 def method_aligners(region: str, data_root: Path, models: Path, layout: Any) -> dict[str, Any]:
@@ -163,14 +199,16 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     layout = CanonicalLayout(index.layout_size)
     lp = load_lpips("alex", allow_fetch=False)
     gazer = GazeProbe()
+    surfaces = EnrolledSurfaces(gazer, layout)
     rng = np.random.default_rng(0)
     result: dict[str, Any] = {"regions": {}, "gaze_reference": {}}
     rows: dict[str, list[list[np.ndarray]]] = {}
     for region in _REGIONS:
         aligners = method_aligners(region, index.root, models, layout)
+        methods = ["homography", "surface", *(m for m in aligners if m != "homography")]
         gray = True
-        vals = {m: {"ssim": [], "psnr": [], "lpips": []} for m in aligners}
-        gaze: dict[str, list[float]] = {m: [] for m in aligners}
+        vals = {m: {"ssim": [], "psnr": [], "lpips": []} for m in methods}
+        gaze: dict[str, list[float]] = {m: [] for m in methods}
         floor: dict[str, list[float]] = {r: [] for r in _REFERENCES}
         box = layout.region(region).box_px
         for k, e in enumerate(progress(len(entries), desc=f"eval align {region}", unit="sample",
@@ -188,7 +226,9 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                 got = gazer(paste_into_face(face, _perturbed(gt, kind, rng), box), side)
                 if got is not None:
                     floor[kind].append(angular_error_deg(got, ref))
-            crops = {m: a.align(frame) for m, a in aligners.items()}
+            per_sample = {**aligners, "surface": surfaces(e["reference"],
+                                                          aligners["homography"].camera, region)}
+            crops = {m: per_sample[m].align(frame) for m in methods if per_sample[m] is not None}
             with torch.no_grad():
                 d = lp(torch.cat([image_to_tensor(c) for c in crops.values()]),
                        image_to_tensor(gt).repeat(len(crops), 1, 1, 1))
@@ -203,11 +243,12 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
             if figure is not None and k < 4:
                 rows.setdefault(region, []).append(
                     [cv2.resize(frame, gt.shape[1::-1]), *crops.values(), gt])
-        result["regions"][region] = {m: _summary(vals[m], gaze[m], region) for m in aligners}
+        result["regions"][region] = {m: _summary(vals[m], gaze[m], region) for m in methods
+                                     if vals[m]["ssim"]}
         if region in _SIDE:
             result["gaze_reference"][region] = {k: _stats(v) for k, v in floor.items()}
     if figure is not None:
-        _figure(rows, figure, list(aligners))
+        _figure(rows, figure, methods)
     return result
 
 
