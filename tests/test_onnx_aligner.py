@@ -101,3 +101,34 @@ print("ok")
                          timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().endswith("ok")
+
+
+def test_surface_input_model_needs_the_enrolled_face(model_dir, frame, tmp_path, monkeypatch):
+    """A model trained on ``surface`` input rectifies onto the given face depth, and the graph's
+    factory refuses to run it without one instead of silently feeding it the plane."""
+    import shutil
+
+    from revavatar.core.alignment import SurfaceAligner
+    from revavatar.core.onnx_aligner import aligner_factory
+    from revavatar.errors import InputError
+
+    surf_dir = tmp_path / "models" / "align_left_eye"
+    shutil.copytree(model_dir, surf_dir)
+    card = json.loads((surf_dir / "card.json").read_text())
+    card["config"]["input_mode"] = "surface"
+    (surf_dir / "card.json").write_text(json.dumps(card))
+    cam = load_calibration(HEADSET).cameras["left_eye"]
+    yy, _ = np.mgrid[0:128, 0:128]
+    depth = (0.2 * (yy - 64)).astype(np.float32)  # a face tilted about x, in mm
+    aligner = OnnxAligner("left_eye", surf_dir, cam, LAYOUT, surface_depth=depth)
+    assert isinstance(aligner.rectifier, SurfaceAligner)
+    want = SurfaceAligner(cam, LAYOUT.region("left_eye"), LAYOUT, depth).align(frame)
+    np.testing.assert_array_equal(aligner.prepare(frame), want)
+    plain = OnnxAligner("left_eye", model_dir, cam, LAYOUT)
+    assert not np.array_equal(aligner.align(frame), plain.align(frame))
+    monkeypatch.setenv("REVAVATAR_MODELS", str(surf_dir.parent))
+    make = aligner_factory("cyclegan")
+    with pytest.raises(InputError, match="profile"):
+        make(cam, LAYOUT.region("left_eye"), LAYOUT)
+    crop = make(cam, LAYOUT.region("left_eye"), LAYOUT, surface_depth=depth).align(frame)
+    assert crop.shape == (48, 64)

@@ -72,3 +72,17 @@ def test_markdown_table_bolds_best_per_region() -> None:
     assert "| **0.700** |" in lines[4] and lines[4].endswith("| - | - | 5 |")
     assert "| left_eye | gt_shift_1px | 1.20 | 3.00 | 5 |" in lines
     assert not any("gt_noise_2" in line for line in lines)  # nothing measured, no row
+
+
+def test_surface_input_follows_the_enrolled_face(tiny_build: Path) -> None:
+    """``input_mode="surface"`` rectifies each view onto its sample's reference face: same
+    camera pixels as the plane where the face is flat, different at the nose and sockets."""
+    from revavatar.learning.data import AlignmentPairs
+
+    surf = AlignmentPairs(tiny_build, "left_eye", "test", input_mode="surface", limit=2)
+    flat = AlignmentPairs(tiny_build, "left_eye", "test", input_mode="rectified", limit=2)
+    for i in range(2):
+        (vs, ts), (vf, tf) = surf.pair(i), flat.pair(i)
+        assert vs.shape == vf.shape and np.array_equal(ts, tf)
+        diff = np.abs(vs.astype(float) - vf)
+        assert 1.0 < diff.mean() < 60.0

@@ -4,8 +4,9 @@ The alignment node must not import torch (start-up time, memory, and the headset
 for autograd), so trained aligners ship as ONNX (``models/align_<region>/model.onnx`` with its
 ``card.json``) and run here through onnxruntime with explicit providers and two threads. The
 card says how the network's input is made: ``rectified`` applies the calibrated homography grid
-of :class:`~revavatar.core.alignment.HomographyAligner` first (what the models were trained on),
-``resize`` just resizes the raw frame to the crop size.
+of :class:`~revavatar.core.alignment.HomographyAligner` first, ``surface`` the rectification onto
+the enrolled wearer's face (:class:`~revavatar.core.alignment.SurfaceAligner`), ``resize`` just
+resizes the raw frame to the crop size.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class OnnxAligner:
 
     def __init__(self, region: str, model_dir: str | Path, camera: CameraCalibration | None = None,
                  layout: CanonicalLayout | None = None, *, threads: int = 2,
-                 providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+                 providers: Sequence[str] = ("CPUExecutionProvider",),
+                 surface_depth: np.ndarray | None = None) -> None:
         from revavatar.core.canonical import CanonicalLayout  # noqa: PLC0415
 
         self.model_dir = Path(model_dir)
@@ -94,14 +96,18 @@ class OnnxAligner:
                    f"{self.region.crop_size}; use the layout the model was trained at")
             raise ModelLoadError(msg)
         self.camera = camera
-        self._rectifier: Any = None
-        if self.input_mode == "rectified":
+        #: the input's rectification (None: plain resize); a ``surface`` model's can be swapped
+        #: for another wearer's (evaluation does, per sample)
+        self.rectifier: Any = None
+        if self.input_mode in ("rectified", "surface"):
             if camera is None:
                 msg = f"{self.model_dir}: a rectified-input aligner needs the camera calibration"
                 raise ValueError(msg)
-            from revavatar.core.alignment import HomographyAligner  # noqa: PLC0415
+            from revavatar.core.alignment import HomographyAligner, SurfaceAligner  # noqa: PLC0415
 
-            self._rectifier = HomographyAligner(camera, self.region, self.layout)
+            self.rectifier = HomographyAligner(camera, self.region, self.layout)
+            if self.input_mode == "surface" and surface_depth is not None:
+                self.rectifier = SurfaceAligner(camera, self.region, self.layout, surface_depth)
         self._session = create_session(self.model_dir / "model.onnx", threads, providers)
         self._input = self._session.get_inputs()[0].name
 
@@ -112,8 +118,8 @@ class OnnxAligner:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
         elif self.channels == 3 and img.ndim == 2:
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        if self._rectifier is not None:
-            return self._rectifier.align(img)
+        if self.rectifier is not None:
+            return self.rectifier.align(img)
         return cv2.resize(img, self.crop_size, interpolation=cv2.INTER_AREA)
 
     def align(self, image: np.ndarray) -> np.ndarray:
@@ -145,11 +151,23 @@ class OnnxAligner:
                 for o in out]
 
 
-def aligner_factory(method: str) -> Callable[[CameraCalibration, Region, CanonicalLayout],
-                                             OnnxAligner]:
-    """A factory(camera, region, layout) for :data:`revavatar.graph.stages.ALIGNERS`, loading
-    the trained model of ``method`` from :func:`default_model_dir`."""
-    def make(camera: CameraCalibration, region: Region, layout: CanonicalLayout) -> OnnxAligner:
-        return OnnxAligner(region.name, default_model_dir(method, region.name), camera, layout)
+def aligner_factory(method: str) -> Callable[..., OnnxAligner]:
+    """A factory(camera, region, layout, surface_depth=None) for
+    :data:`revavatar.graph.stages.ALIGNERS`, loading the trained model of ``method`` from
+    :func:`default_model_dir`; ``surface_depth`` is the enrolled face's canonical depth, which
+    a model trained on ``surface`` input needs.
+
+    Raises:
+        InputError: a ``surface`` model without the enrolled face's depth.
+    """
+    def make(camera: CameraCalibration, region: Region, layout: CanonicalLayout,
+             surface_depth: np.ndarray | None = None) -> OnnxAligner:
+        aligner = OnnxAligner(region.name, default_model_dir(method, region.name), camera, layout,
+                              surface_depth=surface_depth)
+        if aligner.input_mode == "surface" and surface_depth is None:
+            msg = (f"the {method} {region.name} model rectifies onto the enrolled face: give the "
+                   "alignment node the enrollment profile (parameter 'profile')")
+            raise InputError(msg)
+        return aligner
 
     return make

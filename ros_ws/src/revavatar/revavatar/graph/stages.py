@@ -208,10 +208,12 @@ def _homography(camera: CameraCalibration, region: Region, layout: CanonicalLayo
     return HomographyAligner(camera, region, layout, face_plane=True)
 
 
-def _surface(camera: CameraCalibration, region: Region, layout: CanonicalLayout,
-             profile: Any = None) -> Any:
-    """Rectification onto the enrolled wearer's own face surface (the profile's mesh)."""
-    from revavatar.core.alignment import SurfaceAligner  # noqa: PLC0415 - lazy registry
+def _enrolled_depth(profile: Any, layout: CanonicalLayout) -> np.ndarray:
+    """Canonical depth map (mm) of the enrolled face (the profile's mesh).
+
+    Raises:
+        InputError: no profile, a profile without a mesh, or one at another layout size.
+    """
     from revavatar.vrface.mesh import FaceMesh, mesh_topology  # noqa: PLC0415
     from revavatar.vrface.renderer import render_depth_orthographic  # noqa: PLC0415
 
@@ -225,8 +227,15 @@ def _surface(camera: CameraCalibration, region: Region, layout: CanonicalLayout,
                f"{layout.size}")
         raise InputError(msg)
     mesh = FaceMesh(profile.mesh, topo.triangles, np.zeros((topo.n_vertices, 2), np.float32))
-    depth, _ = render_depth_orthographic(mesh, layout)
-    return SurfaceAligner(camera, region, layout, depth)
+    return render_depth_orthographic(mesh, layout)[0]
+
+
+def _surface(camera: CameraCalibration, region: Region, layout: CanonicalLayout,
+             profile: Any = None) -> Any:
+    """Rectification onto the enrolled wearer's own face surface (the profile's mesh)."""
+    from revavatar.core.alignment import SurfaceAligner  # noqa: PLC0415 - lazy registry
+
+    return SurfaceAligner(camera, region, layout, _enrolled_depth(profile, layout))
 
 
 def _learned(method: str) -> Callable[..., Any]:
@@ -236,7 +245,8 @@ def _learned(method: str) -> Callable[..., Any]:
              profile: Any = None) -> Any:
         from revavatar.core.onnx_aligner import aligner_factory  # noqa: PLC0415 - lazy registry
 
-        return aligner_factory(method)(camera, region, layout)
+        depth = None if profile is None else _enrolled_depth(profile, layout)
+        return aligner_factory(method)(camera, region, layout, surface_depth=depth)
 
     return make
 
@@ -401,7 +411,7 @@ def _build_ingestion(name: str, p: Mapping[str, Any]) -> CameraSource:
 
 def _build_alignment(name: str, p: Mapping[str, Any]) -> AlignmentStage:
     profile = None
-    if p.get("profile") and p["method"] == "surface":  # only the surface aligner reads it
+    if p.get("profile") and p["method"] != "homography":  # the plane needs no wearer
         from revavatar.core.enrollment import Profile  # noqa: PLC0415
 
         profile = Profile.load(Path(p["profile"]))

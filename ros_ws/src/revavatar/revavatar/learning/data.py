@@ -33,6 +33,7 @@ __all__ = [
     "PATH_FIELDS",
     "SPLITS",
     "AlignmentPairs",
+    "ReferenceSurfaces",
     "VRFaceIndex",
     "focus_mask",
     "read_image",
@@ -47,7 +48,7 @@ SPLITS: Final = ("train", "val", "test")
 PATH_FIELDS: Final = ("gt", "reference", "left_eye", "right_eye", "lower_face", "gt_left_eye",
                       "gt_right_eye", "gt_lower_face", "landmarks")
 #: how AlignmentPairs turns a raw headset frame into the model input (see AlignmentPairs)
-INPUT_MODES: Final = ("resize", "rectified")
+INPUT_MODES: Final = ("resize", "rectified", "surface")
 _EYE_SIDE: Final = {"left_eye": "left", "right_eye": "right"}
 #: how far (crop px) the focus mask reaches beyond the lid landmarks: lashes and lid edges
 _FOCUS_MARGIN_PX: Final = 6
@@ -198,6 +199,53 @@ def to_image(tensor: torch.Tensor | np.ndarray) -> np.ndarray:
     return img[:, :, 0] if img.shape[2] == 1 else np.ascontiguousarray(img)
 
 
+class ReferenceSurfaces:
+    """Per sample, rectification onto the sample's enrollment face (``input_mode="surface"``).
+
+    A VR-Face sample's ``reference`` is an aligned frame of the same person, the DP the product
+    would enroll; its Face Mesh lifted to a mesh, as enrollment does, gives the face surface
+    (:class:`revavatar.core.alignment.SurfaceAligner`). One detection per reference image, one
+    remap grid per (reference, region).
+
+    Args:
+        layout: canonical layout of the build.
+        detector: a static-image Face Mesh detector (made here when None).
+    """
+
+    def __init__(self, layout: Any, detector: Any = None) -> None:
+        self.layout, self._det = layout, detector
+        self._depth: dict[str, np.ndarray | None] = {}
+        self._grids: dict[tuple[str, str], Any] = {}
+
+    def depth(self, reference: str) -> np.ndarray | None:
+        """Canonical depth map (mm) of the reference's face, or None when no face is found."""
+        if reference not in self._depth:
+            from revavatar.vrface.mesh import FaceMesh  # noqa: PLC0415
+            from revavatar.vrface.renderer import render_depth_orthographic  # noqa: PLC0415
+
+            if self._det is None:
+                from revavatar.core.landmarks import create_detector  # noqa: PLC0415
+
+                self._det = create_detector("mediapipe", static_image=True)
+            lm = self._det.detect(read_image(reference))
+            self._depth[reference] = None if lm is None else render_depth_orthographic(
+                FaceMesh.from_landmarks(lm, self.layout), self.layout)[0]
+        return self._depth[reference]
+
+    def __call__(self, reference: str, camera: Any, region: str) -> Any:
+        """The SurfaceAligner of ``reference`` for ``region``'s camera, or None (no face)."""
+        from revavatar.core.alignment import SurfaceAligner  # noqa: PLC0415
+
+        depth = self.depth(reference)
+        if depth is None:
+            return None
+        key = (reference, region)
+        if key not in self._grids:
+            self._grids[key] = SurfaceAligner(camera, self.layout.region(region), self.layout,
+                                              depth)
+        return self._grids[key]
+
+
 class AlignmentPairs(Dataset):
     """(headset view, frontal ground-truth crop) pairs of one region, for the learned aligners.
 
@@ -205,7 +253,10 @@ class AlignmentPairs(Dataset):
     model input. ``input_mode="resize"`` (default) just resizes the raw frame (INTER_AREA);
     ``"rectified"`` applies the calibrated homography rectification of
     :class:`revavatar.core.alignment.HomographyAligner` (the build's headset YAML), so a model
-    only has to learn what the plane approximation gets wrong (parallax, lens effects, IR).
+    only has to learn what the plane approximation gets wrong (parallax, lens effects, IR);
+    ``"surface"`` rectifies onto the sample's enrollment face instead of a plane
+    (:class:`ReferenceSurfaces`), as the product can once the wearer is enrolled; a sample whose
+    reference shows no face falls back to the plane.
     ``target``: the ground-truth crop of the aligned true face. The eye cameras are infrared, so
     for those regions (gray views) the target is converted to gray too (BT.601 luma): there is no
     colour to recover from an IR frame, and the restorer takes colour from the DP. Both tensors
@@ -262,7 +313,8 @@ class AlignmentPairs(Dataset):
         #: whether the camera is infrared (gray view and gray target)
         self.gray = probe.ndim == 2
         self.channels = 1 if self.gray else 3
-        self._aligner = self._make_aligner() if input_mode == "rectified" else None
+        self._aligner = self._make_aligner() if input_mode != "resize" else None
+        self._surfaces = ReferenceSurfaces(self.layout) if input_mode == "surface" else None
         self._epoch = 0
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
         self._focus: dict[int, np.ndarray] = {}
@@ -282,15 +334,20 @@ class AlignmentPairs(Dataset):
         return HomographyAligner(calib.cameras[self.region], self.layout.region(self.region),
                                  self.layout)
 
-    def prepare_view(self, frame: np.ndarray) -> np.ndarray:
-        """Raw camera frame -> model input image at the crop size (per :attr:`input_mode`)."""
+    def prepare_view(self, frame: np.ndarray, reference: str | None = None) -> np.ndarray:
+        """Raw camera frame -> model input image at the crop size (per :attr:`input_mode`;
+        ``reference``: the sample's enrollment image, for ``"surface"``)."""
+        if self._surfaces is not None and reference is not None:
+            surface = self._surfaces(reference, self._aligner.camera, self.region)
+            if surface is not None:
+                return surface.align(frame)
         if self._aligner is not None:
             return self._aligner.align(frame)
         return cv2.resize(frame, self.crop_size, interpolation=cv2.INTER_AREA)
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         e = self.entries[i]
-        view = self.prepare_view(read_image(e[self.region], gray=self.gray))
+        view = self.prepare_view(read_image(e[self.region], gray=self.gray), e.get("reference"))
         target = read_image(e[f"gt_{self.region}"], gray=self.gray)
         if target.shape[1::-1] != self.crop_size:
             target = cv2.resize(target, self.crop_size, interpolation=cv2.INTER_AREA)

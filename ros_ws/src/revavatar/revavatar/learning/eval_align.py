@@ -35,7 +35,7 @@ import numpy as np
 
 from revavatar.errors import InputError
 
-__all__ = ["METHODS", "EnrolledSurfaces", "GazeProbe", "add_arguments", "evaluate", "markdown_table",
+__all__ = ["METHODS", "GazeProbe", "add_arguments", "evaluate", "markdown_table",
            "method_aligners", "paste_into_face", "resolve_data", "run_from_args"]
 
 METHODS: Final = ("homography", "surface", "autoencoder", "cyclegan")
@@ -99,40 +99,6 @@ def _perturbed(gt: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarra
     return np.clip(gt.astype(np.float64) + noise, 0, 255).astype(np.uint8)
 
 
-class EnrolledSurfaces:
-    """Per sample, the ``surface`` aligner: rectification onto the sample's enrollment face.
-
-    A VR-Face sample's ``reference`` is an aligned frame of the same person (the DP the product
-    would enroll); its Face Mesh lifted to a mesh (as enrollment does) gives the surface. One
-    detection per reference image, one remap grid per (reference, region).
-    """
-
-    def __init__(self, probe: GazeProbe, layout: Any) -> None:
-        self.probe, self.layout = probe, layout
-        self._depth: dict[str, Any] = {}
-        self._grids: dict[tuple[str, str], Any] = {}
-
-    def __call__(self, reference: str, camera: Any, region: str) -> Any:
-        """The SurfaceAligner for ``reference`` and ``region``, or None (no face found)."""
-        from revavatar.core.alignment import SurfaceAligner  # noqa: PLC0415
-        from revavatar.learning.data import read_image  # noqa: PLC0415
-        from revavatar.vrface.mesh import FaceMesh  # noqa: PLC0415
-        from revavatar.vrface.renderer import render_depth_orthographic  # noqa: PLC0415
-
-        if reference not in self._depth:
-            lm = self.probe.det.detect(read_image(reference))
-            self._depth[reference] = None if lm is None else render_depth_orthographic(
-                FaceMesh.from_landmarks(lm, self.layout), self.layout)[0]
-        depth = self._depth[reference]
-        if depth is None:
-            return None
-        key = (reference, region)
-        if key not in self._grids:
-            self._grids[key] = SurfaceAligner(camera, self.layout.region(region), self.layout,
-                                              depth)
-        return self._grids[key]
-
-
 def method_aligners(region: str, data_root: Path, models: Path, layout: Any) -> dict[str, Any]:
     """The compared aligners of ``region`` (homography baseline + each trained model found)."""
     from revavatar.core.alignment import HomographyAligner  # noqa: PLC0415
@@ -186,7 +152,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     from revavatar.core.canonical import CanonicalLayout  # noqa: PLC0415
     from revavatar.core.gaze import angular_error_deg  # noqa: PLC0415
     from revavatar.core.metrics import psnr, ssim  # noqa: PLC0415
-    from revavatar.learning.data import VRFaceIndex, read_image  # noqa: PLC0415
+    from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex, read_image  # noqa: PLC0415
     from revavatar.learning.lpips import image_to_tensor  # noqa: PLC0415
     from revavatar.learning.lpips_weights import load_lpips  # noqa: PLC0415
     from revavatar.learning.trainer import progress  # noqa: PLC0415
@@ -199,13 +165,14 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     layout = CanonicalLayout(index.layout_size)
     lp = load_lpips("alex", allow_fetch=False)
     gazer = GazeProbe()
-    surfaces = EnrolledSurfaces(gazer, layout)
+    surfaces = ReferenceSurfaces(layout, gazer.det)
     rng = np.random.default_rng(0)
     result: dict[str, Any] = {"regions": {}, "gaze_reference": {}}
     rows: dict[str, list[list[np.ndarray]]] = {}
     for region in _REGIONS:
         aligners = method_aligners(region, index.root, models, layout)
         methods = ["homography", "surface", *(m for m in aligners if m != "homography")]
+        plane = {a: getattr(a, "rectifier", None) for a in aligners.values()}  # the fallback
         gray = True
         vals = {m: {"ssim": [], "psnr": [], "lpips": []} for m in methods}
         gaze: dict[str, list[float]] = {m: [] for m in methods}
@@ -226,8 +193,11 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                 got = gazer(paste_into_face(face, _perturbed(gt, kind, rng), box), side)
                 if got is not None:
                     floor[kind].append(angular_error_deg(got, ref))
-            per_sample = {**aligners, "surface": surfaces(e["reference"],
-                                                          aligners["homography"].camera, region)}
+            surface = surfaces(e["reference"], aligners["homography"].camera, region)
+            for a in aligners.values():  # learned aligners on the enrolled surface follow it
+                if getattr(a, "input_mode", None) == "surface":
+                    a.rectifier = surface or plane[a]
+            per_sample = {**aligners, "surface": surface}
             crops = {m: per_sample[m].align(frame) for m in methods if per_sample[m] is not None}
             with torch.no_grad():
                 d = lp(torch.cat([image_to_tensor(c) for c in crops.values()]),

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from revavatar.learning.alignment_model import make_job, save_job
-from revavatar.learning.data import AlignmentPairs
+from revavatar.learning.data import INPUT_MODES, AlignmentPairs
 from revavatar.learning.trainer import progress, seed_everything
 
 __all__ = ["add_arguments", "run_from_args"]
@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="models", help="parent of the align[_ae]_R folders")
     parser.add_argument("--ckpt-root", default="/tmp/revavatar_align", help="checkpoint parent")
     parser.add_argument("--ckpt-every", type=int, default=250)
-    parser.add_argument("--input-mode", default="rectified", choices=("rectified", "resize"))
+    parser.add_argument("--input-mode", default="rectified", choices=INPUT_MODES,
+                        help="model input: plane rectification, enrolled-face surface, or resize")
     parser.add_argument("--no-bf16", action="store_true", help="train in fp32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: see card)")
