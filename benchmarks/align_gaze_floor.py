@@ -109,7 +109,8 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
             view = cv2.imread(e[region], cv2.IMREAD_UNCHANGED)
             exact = SurfaceAligner(renderer.camera("front", region), layout.region(region), layout,
                                    depth)
-            crops = {"gt_noise_2": np.clip(gt + rng.normal(0, 2, gt.shape), 0, 255).astype(np.uint8)}
+            noisy = np.clip(gt + rng.normal(0, 2, gt.shape), 0, 255).astype(np.uint8)
+            crops = {"gt_noise_2": noisy}
             for name, img in (("clean", clean[region]), ("view", view)):
                 c = exact.align(img)
                 crops[f"exact_{name}"] = c

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -176,7 +177,9 @@ def enrolled(face_image: np.ndarray):  # noqa: ANN201 - core.enrollment.Profile
         det.close()  # type: ignore[attr-defined]
 
 
-def test_surface_alignment_stage_uses_the_enrolled_face(enrolled, tmp_path: Path) -> None:  # noqa: ANN001
+def test_surface_alignment_stage_uses_the_enrolled_face(
+    enrolled: Any, tmp_path: Path,
+) -> None:
     """The graph's 'surface' aligner rectifies onto the enrolled face's mesh: the same crop grid
     as the plane homography where the face is flat, different where it is not (nose, sockets)."""
     from revavatar.graph.stages import STAGES, AlignmentStage

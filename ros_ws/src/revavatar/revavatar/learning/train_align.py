@@ -30,7 +30,8 @@ def _regions(text: str) -> tuple[str, ...]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     bad = [n for n in names if n not in _REGIONS]
     if bad or not names:
-        msg = f"unknown region(s) {', '.join(bad) or repr(text)}; expected {', '.join(_REGIONS)} or all"
+        msg = (f"unknown region(s) {', '.join(bad) or repr(text)}; expected "
+               f"{', '.join(_REGIONS)} or all")
         raise argparse.ArgumentTypeError(msg)
     return tuple(r for r in _REGIONS if r in names)
 
