@@ -197,7 +197,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--record", help="also record every topic of the graph to this bag")
     p.add_argument("--rate", type=float, default=1.0, help="replay rate (1 = real time, 0 = max)")
     p.add_argument("--aligner", default="homography",
-                   help="homography (classical baseline) | cyclegan | autoencoder (trained)")
+                   help="homography (classical baseline) | surface (classical, onto the enrolled "
+                        "face; needs --profile) | cyclegan | autoencoder (trained)")
     p.add_argument("--restorer", default="paste+poisson",
                    help="paste | paste+poisson (classical baselines) | ours (trained)")
     p.set_defaults(func=_cmd_run)
