@@ -86,3 +86,26 @@ def test_surface_input_follows_the_enrolled_face(tiny_build: Path) -> None:
         assert vs.shape == vf.shape and np.array_equal(ts, tf)
         diff = np.abs(vs.astype(float) - vf)
         assert 1.0 < diff.mean() < 60.0
+
+
+def test_update_cards_writes_figures_and_a_new_export_drops_them(tmp_path: Path) -> None:
+    import torch
+
+    from revavatar.learning.alignment_model import AlignModelConfig, AlignmentModel, export_aligner
+    from revavatar.learning.eval_align import update_cards
+
+    torch.manual_seed(0)
+    model = AlignmentModel(AlignModelConfig(region="left_eye", crop_size=(64, 48), ngf=8,
+                                            n_blocks=1, max_ch=16, ndf=8, bf16=False))
+    out = export_aligner(model, tmp_path / "align_left_eye", {"steps": 7, "command": "test"})
+    figs = {"ssim": 0.6, "psnr": 18.0, "lpips": 0.27, "n": 80,
+            "gaze_error_deg": {"mean": 5.1, "p95": 10.0}}
+    res = {"regions": {"left_eye": {"homography": figs, "cyclegan": figs},
+                       "right_eye": {"cyclegan": figs}}}  # no model there: skipped
+    assert update_cards(res, tmp_path, "revavatar eval align --data D") == [out / "README.md"]
+    card = json.loads((out / "card.json").read_text())
+    assert card["metrics"]["step"] == 7 and card["metrics"]["psnr"] == 18.0
+    assert "revavatar eval align --data D" in (out / "README.md").read_text()
+    export_aligner(model, out, {"steps": 8, "command": "test"})  # new weights, old figures gone
+    assert "metrics" not in json.loads((out / "card.json").read_text())
+    assert "Not evaluated yet" in (out / "README.md").read_text()

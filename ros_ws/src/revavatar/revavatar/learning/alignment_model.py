@@ -265,9 +265,8 @@ def export_aligner(model: AlignmentModel, out: str | Path, meta: dict[str, Any])
     card = {"method": c.kind, "region": c.region, "config": c.to_dict(),
             "params_G": sum(p.numel() for p in g.parameters()), "onnx_max_abs_diff": diff,
             **meta}
-    old = out / "card.json"
-    if old.is_file():  # keep metrics an earlier eval wrote
-        card.setdefault("metrics", json.loads(old.read_text()).get("metrics"))
+    # metrics belong to the weights they were measured on: a new export starts without them
+    # (`revavatar eval align --update-cards` writes them, with the step)
     (out / "card.json").write_text(json.dumps(card, indent=1))
     write_card(out)
     return out
@@ -314,6 +313,9 @@ def write_card(out: str | Path) -> Path:
         f"- Training: {card.get('steps')} steps, batch {card.get('batch')}, Adam lr {c['lr']} "
         f"(linear decay over the second half), CPU {card.get('threads')} threads, "
         f"{'bf16 autocast' if c['bf16'] else 'fp32'}, wall time {card.get('wall_s')} s.",
+        *([f"- Fine-tuned from `{card['fine_tuned_from']}` (its weights and step, a fresh Adam; "
+           "the learning rate follows the schedule above from that step)."]
+          if card.get("fine_tuned_from") else []),
         f"- Command: `{card.get('command')}`",
         f"- Files: `weights.safetensors` (G), `model.onnx` (opset 17, input `view`, output "
         f"`aligned`, [-1, 1]; max |ONNX - torch| {card.get('onnx_max_abs_diff', 0):.2g}), "
@@ -322,6 +324,8 @@ def write_card(out: str | Path) -> Path:
     if card.get("metrics"):
         lines += ["", "## Metrics (test split, `revavatar eval align`)", "", "```json",
                   json.dumps(card["metrics"], indent=1), "```"]
+    else:
+        lines += ["", "Not evaluated yet: `revavatar eval align --data BUILD --update-cards`."]
     (out / "README.md").write_text("\n".join(lines) + "\n")
     return out / "README.md"
 

@@ -36,7 +36,7 @@ import numpy as np
 from revavatar.errors import InputError
 
 __all__ = ["METHODS", "GazeProbe", "add_arguments", "evaluate", "markdown_table",
-           "method_aligners", "paste_into_face", "resolve_data", "run_from_args"]
+           "method_aligners", "paste_into_face", "resolve_data", "run_from_args", "update_cards"]
 
 METHODS: Final = ("homography", "surface", "autoencoder", "cyclegan")
 _REGIONS: Final = ("left_eye", "right_eye", "lower_face")
@@ -279,6 +279,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", default=None, help="also write the tables as Markdown here")
     parser.add_argument("--cache", default=None, help="where a source folder is built")
     parser.add_argument("--views", default=None, help="only these views, e.g. front,top-30")
+    parser.add_argument("--update-cards", action="store_true",
+                        help="write each trained model's figures into its card (card.json, "
+                             "README.md)")
 
 
 def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -294,8 +297,34 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(text + "\n")
+    if getattr(args, "update_cards", False):
+        update_cards(res, Path(args.models), _command(args))
     print(text)
     return res
+
+
+def _command(args: argparse.Namespace) -> str:
+    flags = [f"--data {args.data}"] + [f"--{k} {getattr(args, k)}" for k in ("limit", "views")
+                                       if getattr(args, k, None)]
+    return f"revavatar eval align {' '.join(flags)} ({args.split} split)"
+
+
+def update_cards(result: dict[str, Any], models: Path, command: str) -> list[Path]:
+    """Write each evaluated trained model's figures into its card, with the model's step."""
+    from revavatar.core.onnx_aligner import MODEL_PREFIXES  # noqa: PLC0415
+    from revavatar.learning.alignment_model import write_card  # noqa: PLC0415
+
+    written = []
+    for region, methods in result["regions"].items():
+        for method, prefix in MODEL_PREFIXES.items():
+            d = models / f"{prefix}{region}"
+            if method not in methods or not (d / "card.json").is_file():
+                continue
+            card = json.loads((d / "card.json").read_text())
+            card["metrics"] = {"eval": command, "step": card.get("steps"), **methods[method]}
+            (d / "card.json").write_text(json.dumps(card, indent=1))
+            written.append(write_card(d))
+    return written
 
 
 if __name__ == "__main__":
