@@ -9,13 +9,14 @@ canonical depth. This script measures ``revavatar eval align``'s gaze error (sam
 paste into the true face) for:
 
 - ``gt_noise_2``: the ground-truth crop plus sigma-2 noise (the probe's own jitter);
-- ``exact_clean`` / ``exact_clean_fill``: the exact inverse of an effect-free render of the
-  sample (no IR look, blur, noise, occlusion, ...), with the pixels the camera cannot see left
-  black or filled from the ground truth;
+- ``exact_clean`` / ``exact_clean_fill``: the exact inverse (pure surface mapping, no plane
+  fallback) of an effect-free render of the sample (no IR look, blur, noise, occlusion, ...),
+  with the pixels the camera cannot see left black or filled from the ground truth;
 - ``exact_view`` / ``exact_view_fill``: the same inverse of the headset view actually stored
   (with its effects);
 - ``dp_surface_view`` / ``_fill``: rectification onto the surface of the sample's enrollment
-  image (its DP reference, another frame of the same person: the mesh a product can know);
+  image (its DP reference, another frame of the same person: the mesh a product can know), as
+  the ``surface`` aligner runs it / the pure surface mapping with the unseen pixels filled;
 - ``plane_view_fill``: the face-plane homography with the unseen pixels filled the same way;
 - ``homography``, ``cyclegan``, ``autoencoder``: the aligners, as evaluated.
 
@@ -108,7 +109,7 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
                 continue
             view = cv2.imread(e[region], cv2.IMREAD_UNCHANGED)
             exact = SurfaceAligner(renderer.camera("front", region), layout.region(region), layout,
-                                   depth)
+                                   depth, plane_fallback=False)
             noisy = np.clip(gt + rng.normal(0, 2, gt.shape), 0, 255).astype(np.uint8)
             crops = {"gt_noise_2": noisy}
             for name, img in (("clean", clean[region]), ("view", view)):
@@ -116,9 +117,12 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
                 crops[f"exact_{name}"] = c
                 crops[f"exact_{name}_fill"] = _fill(c, exact.valid_mask, gt)
             if dp_depth[e["reference"]] is not None:
-                dp = SurfaceAligner(exact.camera, exact.region, layout, dp_depth[e["reference"]])
-                crops["dp_surface_view"] = c = dp.align(view)
-                crops["dp_surface_view_fill"] = _fill(c, dp.valid_mask, gt)
+                dp_depth_map = dp_depth[e["reference"]]
+                crops["dp_surface_view"] = SurfaceAligner(  # as the `surface` aligner runs
+                    exact.camera, exact.region, layout, dp_depth_map).align(view)
+                pure = SurfaceAligner(exact.camera, exact.region, layout, dp_depth_map,
+                                      plane_fallback=False)
+                crops["dp_surface_view_fill"] = _fill(pure.align(view), pure.valid_mask, gt)
             crops.update({m: a.align(view) for m, a in aligners[region].items()})
             plane = aligners[region]["homography"]
             crops["plane_view_fill"] = _fill(crops["homography"], plane.valid_mask, gt)

@@ -310,6 +310,9 @@ def test_surface_aligner_inverts_a_render_of_the_same_mesh(
     exact = SurfaceAligner(cam, layout.region(region), layout, depth)
     plane = HomographyAligner(cam, layout.region(region), layout, face_plane=True)
     assert exact.method == "surface" and 0.6 < exact.coverage <= 1.0
+    assert exact.valid_mask[plane.valid_mask].all()  # never black where the baseline sees
+    pure = SurfaceAligner(cam, layout.region(region), layout, depth, plane_fallback=False)
+    assert pure.coverage < exact.coverage and not pure.valid_mask[~exact.valid_mask].any()
     both = exact.valid_mask & plane.valid_mask
     err_exact = np.abs(exact.align(view[region]).astype(float) - truth)[both]
     err_plane = np.abs(plane.align(view[region]).astype(float) - truth)[both]

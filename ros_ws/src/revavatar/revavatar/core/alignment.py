@@ -187,6 +187,9 @@ class SurfaceAligner(HomographyAligner):
         camera, region, layout: as for :class:`HomographyAligner`.
         depth_mm: (size, size) float head-frame z (mm) at every canonical pixel of ``layout``
             (:func:`revavatar.vrface.renderer.render_depth_orthographic` of a face mesh).
+        plane_fallback: map crop pixels whose surface point the camera cannot see through the
+            face plane instead (see :meth:`crop_to_head`); False keeps the pure surface mapping
+            (analysis: the exact inverse of a render).
         **kw: ``border_value``, ``interpolation``, ``fixed_point`` of the parent.
 
     Raises:
@@ -196,24 +199,35 @@ class SurfaceAligner(HomographyAligner):
     method: Final[str] = "surface"
 
     def __init__(self, camera: CameraCalibration, region: Region, layout: CanonicalLayout,
-                 depth_mm: np.ndarray, **kw: object) -> None:
+                 depth_mm: np.ndarray, *, plane_fallback: bool = True, **kw: object) -> None:
         depth = np.asarray(depth_mm, dtype=np.float32)
         if depth.shape != (layout.size, layout.size) or not np.isfinite(depth).all():
             msg = (f"depth_mm must be a finite ({layout.size}, {layout.size}) array, got "
                    f"{depth.dtype} {depth.shape}")
             raise ValueError(msg)
         self.depth_mm = depth
-        super().__init__(camera, region, layout, **kw)  # type: ignore[arg-type]
+        self.plane_fallback = bool(plane_fallback)
+        super().__init__(camera, region, layout, face_plane=True, **kw)  # type: ignore[arg-type]
 
     def crop_to_head(self, crop_px: np.ndarray) -> np.ndarray:
-        """Crop pixels (N, 2) -> head-frame points (N, 3) on the surface (bilinear depth)."""
+        """Crop pixels (N, 2) -> head-frame points (N, 3) on the surface (bilinear depth).
+
+        Where the surface point is out of the camera's view (the face turns away from it at the
+        crop's edge) the point on the region's mean face plane is used instead, so the crop covers
+        at least what the baseline covers: the graph pastes the pixels that plane rectification
+        sees (``stages.camera_visibility``), and those must never be the black border.
+        """
         pts = np.asarray(crop_px, dtype=np.float64).reshape(-1, 2)
         a = self._crop_to_canonical()
         canon = pts @ a[:2, :2].T + a[:2, 2]
         xy = canon.astype(np.float32).reshape(-1, 1, 2)
         z = cv2.remap(self.depth_mm, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR,
                       borderMode=cv2.BORDER_REPLICATE).ravel()
-        return self.layout.pixel_to_head(canon, z.astype(np.float64))
+        head = self.layout.pixel_to_head(canon, z.astype(np.float64))
+        unseen = ~self.camera.in_view(head) if self.plane_fallback else np.zeros(len(head), bool)
+        if unseen.any():
+            head[unseen] = super().crop_to_head(pts[unseen])
+        return head
 
 
 def build_aligners(
