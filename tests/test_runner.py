@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from revavatar.core.messages import Header, Image, Time, array_to_image
+from revavatar.errors import InputError
 from revavatar.graph.description import headset_graph
 from revavatar.graph.runner import GraphRunner
 from revavatar.graph.stages import sync_queue_size
@@ -280,3 +281,20 @@ def test_bag_without_ground_truth_has_empty_metrics_and_bad_bag_raises(
                 array_to_image(np.zeros((4, 4), np.uint8), "mono8"))
     with pytest.raises(BagError):
         run_session(calib_path, bad, profile_dir, tmp_path / "o2", rate=0, progress=False)
+
+
+def test_alignment_nodes_read_the_profile_only_when_their_aligner_needs_it(
+    profile_dir: Path,
+) -> None:
+    """Launch files give every alignment node the profile; the plane-input models run with a
+    profile that has no face mesh, the surface aligner refuses it with a clear message."""
+    from revavatar.graph.stages import STAGES
+
+    base = {"camera": "left_eye", "calibration": str(_calibration_yaml()),
+            "profile": str(profile_dir), "layout_size": 256}
+    learned = STAGES["alignment"]("align_left_eye", {**base, "method": "cyclegan"})
+    assert learned.method == "cyclegan"
+    assert STAGES["alignment"]("align_left_eye", {**base, "method": "homography"}).method == \
+        "homography"
+    with pytest.raises(InputError, match="face mesh"):
+        STAGES["alignment"]("align_left_eye", {**base, "method": "surface"})

@@ -13,8 +13,9 @@ error; that is the baseline's limit, which learned aligners improve on.
 
 :class:`SurfaceAligner` drops the plane: given the depth of the face surface at every canonical
 pixel (the enrolled face's mesh, or a simulated frame's own mesh), each crop pixel is the 3D
-point it shows and the remap grid is exact up to occlusion. It is the geometric upper bound of
-any aligner and what the gaze-floor benchmark measures the others against.
+point it shows and the remap grid is exact up to occlusion. On the enrolled face it is the
+product's ``surface`` aligner; on a simulated frame's own mesh (``plane_fallback=False``) it is
+the exact inverse of the render, the geometric bound the gaze-floor benchmark measures against.
 """
 
 from __future__ import annotations

@@ -245,7 +245,9 @@ def _learned(method: str) -> Callable[..., Any]:
              profile: Any = None) -> Any:
         from revavatar.core.onnx_aligner import aligner_factory  # noqa: PLC0415 - lazy registry
 
-        depth = None if profile is None else _enrolled_depth(profile, layout)
+        # only a surface-input model reads the face; the factory says so when it lacks one
+        has_face = profile is not None and getattr(profile, "mesh", None) is not None
+        depth = _enrolled_depth(profile, layout) if has_face else None
         return aligner_factory(method)(camera, region, layout, surface_depth=depth)
 
     return make
