@@ -211,8 +211,10 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                     if got is not None:
                         gaze[m].append(angular_error_deg(got, ref))
             if figure is not None and k < 4:
+                blank = np.zeros_like(gt)  # a method without a crop here keeps its column
                 rows.setdefault(region, []).append(
-                    [cv2.resize(frame, gt.shape[1::-1]), *crops.values(), gt])
+                    [cv2.resize(frame, gt.shape[1::-1]), *(crops.get(m, blank) for m in methods),
+                     gt])
         result["regions"][region] = {m: _summary(vals[m], gaze[m], region) for m in methods
                                      if vals[m]["ssim"]}
         if region in _SIDE:
