@@ -38,7 +38,7 @@ import numpy as np
 from revavatar.core.alignment import SurfaceAligner
 from revavatar.core.canonical import CanonicalLayout
 from revavatar.core.gaze import angular_error_deg
-from revavatar.learning.data import VRFaceIndex, read_image
+from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex, read_image
 from revavatar.learning.eval_align import GazeProbe, method_aligners, paste_into_face
 from revavatar.learning.trainer import progress
 from revavatar.vrface.mesh import FaceMesh
@@ -82,10 +82,11 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
     cache = LandmarkCache(index.root / "cache", index.meta["config"].get("backend", "mediapipe"))
     entries = [e for e in index.samples("test") if e.get("view") == "front"]
     entries = [entries[int(i)] for i in np.linspace(0, len(entries) - 1, min(limit, len(entries)))]
-    aligners = {r: method_aligners(r, index.root, models, layout) for r in _SIDE}
-    renderer = HeadsetRenderer(_calibration(index), layout)
+    calibration = index.calibration()
+    aligners = {r: method_aligners(r, calibration, models, layout) for r in _SIDE}
+    renderer = HeadsetRenderer(calibration, layout)
     probe, rng = GazeProbe(), np.random.default_rng(0)
-    dp_depth: dict[str, np.ndarray | None] = {}
+    surfaces = ReferenceSurfaces(layout, probe.det)  # the enrollment faces, as eval align
     out: dict[str, dict[str, list[float]]] = {r: {} for r in _SIDE}
     for e in progress(len(entries), desc="gaze floor", unit="sample", iterable=entries):
         src = files[e["source"]["file"]]
@@ -97,10 +98,7 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
         depth, _ = render_depth_orthographic(mesh, layout)
         clean = renderer.render(frame, mesh, view="front")
         face = read_image(e["gt"])
-        if e["reference"] not in dp_depth:
-            ref_lm = probe.det.detect(read_image(e["reference"]))
-            dp_depth[e["reference"]] = None if ref_lm is None else render_depth_orthographic(
-                FaceMesh.from_landmarks(ref_lm, layout), layout)[0]
+        dp_depth = surfaces.depth(e["reference"])
         for region, side in _SIDE.items():
             box = layout.region(region).box_px
             gt = read_image(e[f"gt_{region}"], gray=True)
@@ -116,11 +114,10 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
                 c = exact.align(img)
                 crops[f"exact_{name}"] = c
                 crops[f"exact_{name}_fill"] = _fill(c, exact.valid_mask, gt)
-            if dp_depth[e["reference"]] is not None:
-                dp_depth_map = dp_depth[e["reference"]]
-                crops["dp_surface_view"] = SurfaceAligner(  # as the `surface` aligner runs
-                    exact.camera, exact.region, layout, dp_depth_map).align(view)
-                pure = SurfaceAligner(exact.camera, exact.region, layout, dp_depth_map,
+            if dp_depth is not None:
+                crops["dp_surface_view"] = surfaces(e["reference"], exact.camera,
+                                                    region).align(view)  # as the aligner runs
+                pure = SurfaceAligner(exact.camera, exact.region, layout, dp_depth,
                                       plane_fallback=False)
                 crops["dp_surface_view_fill"] = _fill(pure.align(view), pure.valid_mask, gt)
             crops.update({m: a.align(view) for m, a in aligners[region].items()})
@@ -131,17 +128,6 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
                 if got is not None:
                     out[region].setdefault(name, []).append(angular_error_deg(got, ref))
     return out
-
-
-def _calibration(index: VRFaceIndex):  # noqa: ANN202
-    from revavatar.core.calibration import load_calibration  # noqa: PLC0415
-
-    path = index.headset
-    for cand in (path, ROOT / path, index.root / path):
-        if cand.is_file():
-            return load_calibration(cand)
-    msg = f"headset calibration {path} not found"
-    raise SystemExit(msg)
 
 
 def main() -> None:

@@ -127,6 +127,20 @@ class VRFaceIndex:
         """The headset calibration YAML the build was rendered with (as recorded in meta.json)."""
         return Path(self.meta["config"]["headset"])
 
+    def calibration(self) -> Any:
+        """The loaded :attr:`headset` calibration. A relative path is tried as given, then from
+        the build, the project root and the package (builds record the path they were given).
+
+        Raises:
+            CalibrationError: the file is missing or invalid.
+        """
+        from revavatar.core.calibration import load_calibration  # noqa: PLC0415
+
+        path = self.headset
+        here = Path(__file__).resolve()
+        cands = [path, self.root / path, here.parents[5] / path, here.parents[2] / path]
+        return load_calibration(next((c for c in cands if c.is_file()), path))
+
     @property
     def layout_size(self) -> int:
         """Canonical layout size (px) of the build's ground truth."""
@@ -323,16 +337,9 @@ class AlignmentPairs(Dataset):
 
     def _make_aligner(self) -> Any:
         from revavatar.core.alignment import HomographyAligner  # noqa: PLC0415
-        from revavatar.core.calibration import load_calibration  # noqa: PLC0415
 
-        path = self.index.headset
-        if not path.is_absolute() and not path.is_file():  # relative to where it was built
-            here = Path(__file__).resolve()
-            cands = [self.index.root / path, here.parents[5] / path, here.parents[2] / path]
-            path = next((c for c in cands if c.is_file()), path)
-        calib = load_calibration(path)
-        return HomographyAligner(calib.cameras[self.region], self.layout.region(self.region),
-                                 self.layout)
+        return HomographyAligner(self.index.calibration().cameras[self.region],
+                                 self.layout.region(self.region), self.layout)
 
     def prepare_view(self, frame: np.ndarray, reference: str | None = None) -> np.ndarray:
         """Raw camera frame -> model input image at the crop size (per :attr:`input_mode`;

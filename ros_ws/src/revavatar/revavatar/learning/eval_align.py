@@ -99,21 +99,13 @@ def _perturbed(gt: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarra
     return np.clip(gt.astype(np.float64) + noise, 0, 255).astype(np.uint8)
 
 
-def method_aligners(region: str, data_root: Path, models: Path, layout: Any) -> dict[str, Any]:
-    """The compared aligners of ``region`` (homography baseline + each trained model found)."""
+def method_aligners(region: str, calibration: Any, models: Path, layout: Any) -> dict[str, Any]:
+    """The compared aligners of ``region`` (homography baseline + each trained model found);
+    ``calibration``: the build's headset (:meth:`VRFaceIndex.calibration`)."""
     from revavatar.core.alignment import HomographyAligner  # noqa: PLC0415
-    from revavatar.core.calibration import load_calibration  # noqa: PLC0415
     from revavatar.core.onnx_aligner import MODEL_PREFIXES, OnnxAligner  # noqa: PLC0415
-    from revavatar.learning.data import VRFaceIndex  # noqa: PLC0415
 
-    index = VRFaceIndex(data_root)
-    path = index.headset
-    for cand in (path, data_root / path, Path(__file__).resolve().parents[5] / path,
-                 Path(__file__).resolve().parents[2] / path):
-        if cand.is_file():
-            path = cand
-            break
-    cam = load_calibration(path).cameras[region]
+    cam = calibration.cameras[region]
     # the product's baseline: rectification onto the region's mean face plane (graph/stages.py)
     out: dict[str, Any] = {"homography": HomographyAligner(cam, layout.region(region), layout,
                                                            face_plane=True)}
@@ -169,8 +161,9 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     rng = np.random.default_rng(0)
     result: dict[str, Any] = {"regions": {}, "gaze_reference": {}}
     rows: dict[str, list[list[np.ndarray]]] = {}
+    calibration = index.calibration()
     for region in _REGIONS:
-        aligners = method_aligners(region, index.root, models, layout)
+        aligners = method_aligners(region, calibration, models, layout)
         methods = ["homography", "surface", *(m for m in aligners if m != "homography")]
         plane = {a: getattr(a, "rectifier", None) for a in aligners.values()}  # the fallback
         gray = True

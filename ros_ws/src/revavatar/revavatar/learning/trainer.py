@@ -217,11 +217,13 @@ class LossLog:
         rows = self.rows()
         if self._columns is None:
             return
-        keep = [r for r in rows if int(float(r["step"])) <= step]
+        self._rewrite([r for r in rows if int(float(r["step"])) <= step])
+
+    def _rewrite(self, rows: list[dict[str, str]]) -> None:
         with self.path.open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=self._columns)
             w.writeheader()
-            w.writerows(keep)
+            w.writerows(rows)
 
     def append(self, step: int, **losses: float) -> None:
         """Append one row (floats; tensors are converted)."""
@@ -233,10 +235,7 @@ class LossLog:
         elif set(row) - set(self._columns):  # a loss term joined (e.g. a fine-tune's new term)
             old = self.rows()
             self._columns += [k for k in row if k not in self._columns]
-            with self.path.open("w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=self._columns)
-                w.writeheader()
-                w.writerows(old)
+            self._rewrite(old)
         with self.path.open("a", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=self._columns, extrasaction="ignore")
             if new:
