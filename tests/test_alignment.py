@@ -200,3 +200,23 @@ def test_surface_alignment_stage_uses_the_enrolled_face(
     built = STAGES["alignment"]("align_left_eye", params)
     assert built.method == "surface"
     np.testing.assert_array_equal(built.aligner.align(frame), a)
+
+
+def test_enrollment_input_fills_the_unseen_part_from_the_dp_in_camera_tone() -> None:
+    from revavatar.core.alignment import enrollment_input
+
+    dp = _texture()
+    ref_gray = cv2.cvtColor(LAYOUT.crop_region(dp, "left_eye"), cv2.COLOR_BGR2GRAY)
+    seen = np.zeros((96, 128), bool)
+    seen[:, 40:] = True
+    # the camera shows the same face at half contrast plus an offset; unseen pixels are black
+    rect = np.where(seen, np.clip(ref_gray * 0.5 + 60, 0, 255), 0).astype(np.uint8)
+    rect[:5, 100:] = 0  # housing-dark pixels inside the view stay out of the tone fit
+    view, reference = enrollment_input(rect, seen, dp, LAYOUT, "left_eye")
+    np.testing.assert_array_equal(reference, ref_gray)
+    np.testing.assert_array_equal(view[:, 50:], rect[:, 50:])  # seen, past the feather
+    want = np.clip(ref_gray[:, :40] * 0.5 + 60, 0, 255)
+    assert np.abs(view[:, :40].astype(float) - want).mean() < 2.0  # the DP, in camera tone
+    colour_view, colour_ref = enrollment_input(np.dstack([rect] * 3), seen, dp, LAYOUT,
+                                               "left_eye")
+    assert colour_view.shape == (96, 128, 3) and colour_ref.shape == (96, 128, 3)

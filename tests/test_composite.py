@@ -183,3 +183,34 @@ def test_invalid_pixels_keep_the_dp() -> None:
     assert (outer == 90).all()
     assert mask[y0:y1, x0 + (x1 - x0) // 2 + 1 : x1].max() == 0
     assert mask[y0:y1, x0 : x0 + (x1 - x0) // 2 - 1].min() == 255
+
+
+def test_match_tone_fits_mean_and_spread_on_the_mask_only() -> None:
+    rng = np.random.default_rng(0)
+    src = rng.integers(60, 120, (20, 30), dtype=np.uint8)
+    like = np.clip(src.astype(np.float64) * 1.5 + 20, 0, 255).astype(np.uint8)
+    mask = np.zeros((20, 30), bool)
+    mask[:, :15] = True
+    like[~mask] = 0  # outside the mask: ignored by the fit
+    out = comp.match_tone(src, like, mask)
+    assert abs(out[mask].mean() - like[mask].mean()) < 0.6
+    assert abs(out[mask].std() - like[mask].std()) < 0.6
+    np.testing.assert_allclose(out[~mask], np.clip(src[~mask] * 1.5 + 20, 0, 255), atol=1.5)
+    few = np.zeros_like(mask)
+    few[0, :5] = True
+    assert comp.match_tone(src, like, few) is src  # nothing to fit
+    bgr = np.dstack([src, src // 2, src])
+    assert comp.match_tone(bgr, np.dstack([like] * 3), mask).shape == bgr.shape
+
+
+def test_fill_unseen_keeps_what_is_seen_and_fills_the_rest() -> None:
+    crop = np.full((40, 60), 200, np.uint8)
+    fill = np.full((40, 60), 50, np.uint8)
+    seen = np.zeros((40, 60), bool)
+    seen[:, 20:] = True
+    out = comp.fill_unseen(crop, seen, fill, feather_px=4.0)
+    assert (out[:, :20] == 50).all()
+    assert (out[:, 25:] == 200).all()  # beyond the feather
+    assert 50 < out[20, 21] < 200  # the seam is blended, inside the seen side
+    colour = comp.fill_unseen(np.dstack([crop] * 3), seen, np.dstack([fill] * 3))
+    np.testing.assert_array_equal(colour[:, :, 1], out)

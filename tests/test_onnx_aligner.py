@@ -123,7 +123,7 @@ def test_surface_input_model_needs_the_enrolled_face(model_dir, frame, tmp_path,
     aligner = OnnxAligner("left_eye", surf_dir, cam, LAYOUT, surface_depth=depth)
     assert isinstance(aligner.rectifier, SurfaceAligner)
     want = SurfaceAligner(cam, LAYOUT.region("left_eye"), LAYOUT, depth).align(frame)
-    np.testing.assert_array_equal(aligner.prepare(frame), want)
+    np.testing.assert_array_equal(aligner.prepare(frame)[0], want)
     plain = OnnxAligner("left_eye", model_dir, cam, LAYOUT)
     assert not np.array_equal(aligner.align(frame), plain.align(frame))
     monkeypatch.setenv("REVAVATAR_MODELS", str(surf_dir.parent))
@@ -132,3 +132,43 @@ def test_surface_input_model_needs_the_enrolled_face(model_dir, frame, tmp_path,
         make(cam, LAYOUT.region("left_eye"), LAYOUT)
     crop = make(cam, LAYOUT.region("left_eye"), LAYOUT, surface_depth=depth).align(frame)
     assert crop.shape == (48, 64)
+
+
+def test_reference_model_reads_the_enrolled_dp(tmp_path, frame, monkeypatch):
+    """A model conditioned on the wearer gets the DP crop as its second input, the view's unseen
+    pixels filled from it; without an enrollment it refuses to run instead of guessing."""
+    import torch
+
+    from revavatar.core.alignment import enrollment_input
+    from revavatar.core.onnx_aligner import aligner_factory
+    from revavatar.errors import InputError
+    from revavatar.learning.alignment_model import AlignModelConfig, AlignmentModel, export_aligner
+    from revavatar.learning.data import to_image, to_tensor
+
+    torch.manual_seed(0)
+    cfg = AlignModelConfig(region="left_eye", crop_size=(64, 48), ngf=8, n_blocks=1, max_ch=16,
+                           ndf=8, input_mode="rectified", bf16=False, reference=True)
+    model = AlignmentModel(cfg)
+    with torch.no_grad():
+        model.G.model[-2].weight.normal_(0, 0.05)
+    d = export_aligner(model, tmp_path / "models" / "align_left_eye", {"steps": 0})
+    cam = load_calibration(HEADSET).cameras["left_eye"]
+    rng = np.random.default_rng(1)
+    dp = cv2.GaussianBlur(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8), (5, 5), 1)
+    aligner = OnnxAligner("left_eye", d, cam, LAYOUT)
+    assert aligner.reference
+    with pytest.raises(InputError, match="profile"):
+        aligner.align(frame)
+    with pytest.raises(ValueError, match="aligned face"):
+        aligner.set_enrollment(dp[:64])
+    aligner.set_enrollment(dp)
+    rect = HomographyAligner(cam, LAYOUT.region("left_eye"), LAYOUT)
+    view, ref = enrollment_input(rect.align(frame), rect.valid_mask, dp, LAYOUT, "left_eye")
+    with torch.no_grad():
+        want = to_image(model(to_tensor(view)[None], to_tensor(ref)[None]))
+    assert np.abs(aligner.align(frame).astype(int) - want).max() <= 1
+    monkeypatch.setenv("REVAVATAR_MODELS", str(d.parent))
+    make = aligner_factory("cyclegan")
+    with pytest.raises(InputError, match="profile"):
+        make(cam, LAYOUT.region("left_eye"), LAYOUT)
+    assert make(cam, LAYOUT.region("left_eye"), LAYOUT, dp=dp).align(frame).shape == (48, 64)

@@ -192,3 +192,34 @@ def test_train_align_region_list_and_focus_flag(tmp_path):
     assert "--lambda-focus 3" in card["command"]
     with pytest.raises(SystemExit):
         parser.parse_args(["--region", "left_eye,nose", "--data", str(toy)])
+
+
+@pytest.mark.parametrize("kind", ["cyclegan", "autoencoder"])
+def test_reference_model_grows_from_a_plain_one_and_exports_two_inputs(tmp_path, kind):
+    from revavatar.learning.export import OnnxModel
+
+    view, target = _batch(3)
+    reference = torch.rand_like(view) * 2 - 1
+    seed_everything(0)
+    plain = AlignmentModel(AlignModelConfig(region="left_eye", kind=kind, **TINY))
+    ck = Checkpointer(tmp_path / "ck")
+    ck.save(3, plain.trainable(), plain.optimizers())
+    grown = AlignmentModel(AlignModelConfig(region="left_eye", kind=kind, reference=True, **TINY))
+    assert ck.load_weights(grown.trainable(), new=("tone.",)) == 3
+    with torch.no_grad():  # zero weights on the new input: the grown model is the old one
+        assert torch.allclose(grown(view, reference), plain(view), atol=1e-6)
+    with pytest.raises(ValueError, match="reference"):
+        grown(view)
+    for _ in range(3):  # a fresh residual G's output conv is zero: step 1 moves only that
+        losses = grown.train_step(view, target, reference=reference)
+    assert losses["l1"] > 0
+    with torch.no_grad():  # trained, the new input matters
+        assert not torch.allclose(grown(view, reference), grown(view, -reference))
+    out = export_aligner(grown, tmp_path / "m", {"steps": 4, "command": "test"})
+    assert "reference" in (out / "README.md").read_text()
+    with torch.no_grad():
+        want = grown(view, reference).numpy()
+    got = OnnxModel(out / "model.onnx").run(view=view.numpy(), reference=reference.numpy())
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    g, cfg = load_generator(out)
+    assert cfg.reference and g(torch.cat([view, reference], 1)).shape == view.shape

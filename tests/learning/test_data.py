@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -150,3 +151,28 @@ def test_alignment_pairs_carry_the_focus_mask(tmp_path: Path) -> None:
     assert item["focus"].shape == (1, *item["target"].shape[1:])
     assert float(item["focus"].sum()) == 0.0  # toy landmarks are all zero: no eye opening
     assert ds.batch([0, 1])["focus"].shape[0] == 2
+
+
+def test_alignment_pairs_reference_items(toy):
+    from revavatar.core.canonical import CanonicalLayout
+
+    ds = AlignmentPairs(toy, "left_eye", "val", input_mode="rectified", reference=True)
+    plain = AlignmentPairs(toy, "left_eye", "val", input_mode="rectified")
+    item = ds[0]
+    dp = read_image(ds.entries[0]["reference"])
+    want = CanonicalLayout(256).crop_region(dp, "left_eye")
+    assert to_image(item["reference"]).shape == (96, 128)
+    assert np.abs(to_image(item["reference"]).astype(float)
+                  - want.mean(axis=2)).mean() < 3.0  # the DP's crop, gray like the IR camera
+    assert ds._aligner.valid_mask.all()  # the generic headset sees the whole toy crop, so
+    seen = np.ones((96, 128), bool)  # make it blind on the left, as oblique cameras are
+    seen[:, :40] = False
+    ds._aligner.valid_mask = seen
+    item = ds[0]
+    far = cv2.erode(np.asarray(seen, np.uint8), np.ones((11, 11), np.uint8)) > 0  # past the seam
+    assert torch.equal(item["view"][0][far], plain[0]["view"][0][far])
+    assert not torch.equal(item["view"][0][~seen], plain[0]["view"][0][~seen])
+    assert set(ds.batch([0, 1])) >= {"view", "target", "reference"}
+    assert "reference" not in plain.batch([0])
+    with pytest.raises(ValueError, match="rectifying"):
+        AlignmentPairs(toy, "left_eye", "val", reference=True)

@@ -83,3 +83,13 @@ def test_resnet_block_is_residual():
         torch.nn.init.zeros_(p)
     x = torch.randn(1, 4, 8, 8)
     assert torch.equal(block(x), x)
+
+
+def test_residual_generator_with_conditioning_channels():
+    g = define_generator("resnet", in_ch=2, out_ch=1, ngf=8, n_down=2, n_blocks=1, residual=True,
+                         tone=True)
+    x = torch.rand(1, 2, 16, 16) * 1.6 - 0.8
+    assert g(x).shape == (1, 1, 16, 16)
+    assert torch.allclose(g(x), x[:, :1])  # the skip path is the first (view) channel
+    with pytest.raises(ValueError, match="in_ch >= out_ch"):
+        define_generator("resnet", in_ch=1, out_ch=3, residual=True)

@@ -31,7 +31,11 @@ if TYPE_CHECKING:
     from revavatar.core.calibration import CameraCalibration, HeadsetCalibration
     from revavatar.core.canonical import CanonicalLayout, Region
 
-__all__ = ["HomographyAligner", "SurfaceAligner", "build_aligners"]
+__all__ = ["HomographyAligner", "SurfaceAligner", "build_aligners", "enrollment_input"]
+
+#: view pixels at or below this gray level (headset housing, no surface rendered) are left out
+#: of the tone fit of :func:`enrollment_input`: they say nothing about the camera's tone
+_DARK_LEVEL: Final = 8
 
 
 class HomographyAligner:
@@ -239,3 +243,26 @@ def build_aligners(
         name: HomographyAligner(cam, layout.region(name), layout)
         for name, cam in calibration.cameras.items()
     }
+
+
+def enrollment_input(rectified: np.ndarray, seen: np.ndarray, dp_face: np.ndarray,
+                     layout: CanonicalLayout, region: str) -> tuple[np.ndarray, np.ndarray]:
+    """The two inputs of an aligner that also sees the enrolled wearer (``reference`` models).
+
+    Returns ``(view, reference)`` at the region's crop size: ``view`` is the rectified camera
+    crop with the pixels its camera cannot see (``seen`` False, the rectifier's ``valid_mask``)
+    filled from the DP's crop, tone-matched to the camera (:func:`match_tone`, fitted over the
+    seen pixels that are not housing-dark) and feathered in; ``reference`` is the DP's crop as is
+    (gray when the camera is), the wearer's own appearance for what the camera cannot tell.
+    A rectification leaves those pixels black, and a network that must invent them from black
+    fills them with an average face; the DP is this face.
+    """
+    from revavatar.core.composite import fill_unseen, match_tone  # noqa: PLC0415
+
+    ref = layout.crop_region(dp_face, region)
+    if rectified.ndim == 2 and ref.ndim == 3:
+        ref = cv2.cvtColor(ref, cv2.COLOR_BGR2GRAY)
+    luma = rectified if rectified.ndim == 2 else rectified.max(axis=2)
+    fit = np.asarray(seen, bool) & (luma > _DARK_LEVEL)
+    view = fill_unseen(rectified, seen, match_tone(ref, rectified, fit))
+    return view, ref

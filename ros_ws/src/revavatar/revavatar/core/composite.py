@@ -37,6 +37,8 @@ __all__ = [
     "checks_enabled",
     "composite",
     "feathered_alpha",
+    "fill_unseen",
+    "match_tone",
     "paste_region",
     "set_checks",
 ]
@@ -169,6 +171,41 @@ def feathered_alpha(binary: np.ndarray, feather_px: float) -> np.ndarray:
         return inside.astype(np.float32)
     dist = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     return np.clip(dist / float(feather_px), 0.0, 1.0).astype(np.float32)
+
+
+def match_tone(image: np.ndarray, like: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``image`` with each channel's mean and standard deviation over ``mask`` made those of
+    ``like`` over the same pixels (a global gain and offset per channel).
+
+    The DP is a visible-light photo and an eye camera is infrared: before DP pixels fill what the
+    camera cannot see, their tone must be the camera's, or the seam is a step in brightness. One
+    affine per channel is what an IR gain/gamma change mostly is; fewer than 16 pixels in common
+    leave ``image`` unchanged (nothing to fit).
+    """
+    sel = np.asarray(mask, bool)
+    if int(sel.sum()) < 16:
+        return image
+    src = image.astype(np.float32).reshape(*image.shape[:2], -1)
+    ref = like.astype(np.float32).reshape(*like.shape[:2], -1)
+    out = np.empty_like(src)
+    for c in range(src.shape[2]):
+        s, r = src[:, :, c][sel], ref[:, :, c][sel]
+        gain = (float(r.std()) + 1e-3) / (float(s.std()) + 1e-3)
+        out[:, :, c] = (src[:, :, c] - float(s.mean())) * gain + float(r.mean())
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return out.reshape(image.shape)
+
+
+def fill_unseen(crop: np.ndarray, seen: np.ndarray, fill: np.ndarray,
+                feather_px: float = 4.0) -> np.ndarray:
+    """``crop`` where its camera sees (``seen``), ``fill`` elsewhere, blended over ``feather_px``
+    inside the seen border; all three at the crop's size, ``fill`` already tone-matched
+    (:func:`match_tone`). The crop-level form of what :func:`composite` does with the DP."""
+    alpha = feathered_alpha(np.asarray(seen, np.uint8), feather_px)
+    if crop.ndim == 3:
+        alpha = alpha[:, :, None]
+    out = fill.astype(np.float32) + alpha * (crop.astype(np.float32) - fill.astype(np.float32))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def composite(

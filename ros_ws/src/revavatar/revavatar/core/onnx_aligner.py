@@ -6,7 +6,9 @@ for autograd), so trained aligners ship as ONNX (``models/align_<region>/model.o
 card says how the network's input is made: ``rectified`` applies the calibrated homography grid
 of :class:`~revavatar.core.alignment.HomographyAligner` first, ``surface`` the rectification onto
 the enrolled wearer's face (:class:`~revavatar.core.alignment.SurfaceAligner`), ``resize`` just
-resizes the raw frame to the crop size.
+resizes the raw frame to the crop size. A ``reference`` model also takes the enrolled wearer's
+crop of the region (the profile's aligned DP), which fills what the camera cannot see
+(:func:`~revavatar.core.alignment.enrollment_input`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class OnnxAligner:
         layout: canonical layout (default 256, the training layout).
         threads: onnxruntime intra-op threads.
         providers: onnxruntime execution providers.
+        surface_depth: the enrolled face's canonical depth (``surface`` models).
+        dp: the enrolled wearer's aligned DP, uint8 BGR at ``layout`` (``reference`` models).
 
     Attributes:
         method: ``"cyclegan"`` or ``"autoencoder"`` (from the card).
@@ -65,13 +69,13 @@ class OnnxAligner:
     Raises:
         ModelLoadError: missing or mismatched model files.
         BackendUnavailableError: onnxruntime is not installed.
-        ValueError: a rectified model without a camera calibration.
+        ValueError: a rectified model without a camera calibration, or a DP not at the layout.
     """
 
     def __init__(self, region: str, model_dir: str | Path, camera: CameraCalibration | None = None,
                  layout: CanonicalLayout | None = None, *, threads: int = 2,
                  providers: Sequence[str] = ("CPUExecutionProvider",),
-                 surface_depth: np.ndarray | None = None) -> None:
+                 surface_depth: np.ndarray | None = None, dp: np.ndarray | None = None) -> None:
         from revavatar.core.canonical import CanonicalLayout  # noqa: PLC0415
 
         self.model_dir = Path(model_dir)
@@ -108,19 +112,53 @@ class OnnxAligner:
             self.rectifier = HomographyAligner(camera, self.region, self.layout)
             if self.input_mode == "surface" and surface_depth is not None:
                 self.rectifier = SurfaceAligner(camera, self.region, self.layout, surface_depth)
+        #: whether the network also takes the enrolled wearer's crop (input ``reference``)
+        self.reference = bool(cfg.get("reference", False))
+        self.dp: np.ndarray | None = None
+        if dp is not None:
+            self.set_enrollment(dp)
         self._session = create_session(self.model_dir / "model.onnx", threads, providers)
         self._input = self._session.get_inputs()[0].name
 
-    def prepare(self, image: np.ndarray) -> np.ndarray:
-        """Raw frame -> the network's input image (crop size, the model's channel count)."""
+    def set_enrollment(self, dp: np.ndarray) -> None:
+        """Use ``dp`` (aligned BGR face at the layout) as the wearer's reference from now on.
+
+        Raises:
+            ValueError: not a uint8 (size, size, 3) image of the layout.
+        """
+        dp = np.asarray(dp)
+        size = self.layout.size
+        if dp.dtype != np.uint8 or dp.shape != (size, size, 3):
+            msg = (f"the DP must be a uint8 ({size}, {size}, 3) aligned face, got {dp.dtype} "
+                   f"{dp.shape}")
+            raise ValueError(msg)
+        self.dp = dp
+
+    def prepare(self, image: np.ndarray) -> list[np.ndarray]:
+        """Raw frame -> the network's input images (crop size, the model's channel count): the
+        view, and for ``reference`` models the DP crop after it.
+
+        Raises:
+            InputError: a ``reference`` model that has no enrollment (:meth:`set_enrollment`).
+        """
         img = np.asarray(image)
         if self.channels == 1 and img.ndim == 3:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
         elif self.channels == 3 and img.ndim == 2:
             img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        if self.rectifier is not None:
-            return self.rectifier.align(img)
-        return cv2.resize(img, self.crop_size, interpolation=cv2.INTER_AREA)
+        if self.rectifier is None:
+            return [cv2.resize(img, self.crop_size, interpolation=cv2.INTER_AREA)]
+        view = self.rectifier.align(img)
+        if not self.reference:
+            return [view]
+        if self.dp is None:
+            msg = (f"{self.model_dir}: this aligner also reads the enrolled wearer; give it the "
+                   "enrollment profile (parameter 'profile')")
+            raise InputError(msg)
+        from revavatar.core.alignment import enrollment_input  # noqa: PLC0415
+
+        return list(enrollment_input(view, self.rectifier.valid_mask, self.dp, self.layout,
+                                     self.region_name))
 
     def align(self, image: np.ndarray) -> np.ndarray:
         """Align one camera frame.
@@ -143,27 +181,37 @@ class OnnxAligner:
     def align_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Align several frames in one onnxruntime call (evaluation)."""
         prep = [self.prepare(im) for im in images]
-        x = np.stack([p[None] if p.ndim == 2 else p.transpose(2, 0, 1) for p in prep])
-        x = x.astype(np.float32) / 127.5 - 1.0
-        y = self._session.run(None, {self._input: x})[0]
+        feeds = {}
+        for k, node in enumerate(self._session.get_inputs()):
+            x = np.stack([p[k][None] if p[k].ndim == 2 else p[k].transpose(2, 0, 1)
+                          for p in prep])
+            feeds[node.name] = x.astype(np.float32) / 127.5 - 1.0
+        y = self._session.run(None, feeds)[0]
         out = np.clip(np.rint((np.clip(y, -1.0, 1.0) + 1.0) * 127.5), 0, 255).astype(np.uint8)
         return [o[0] if o.shape[0] == 1 else np.ascontiguousarray(o.transpose(1, 2, 0))
                 for o in out]
 
 
 def aligner_factory(method: str) -> Callable[..., OnnxAligner]:
-    """A factory(camera, region, layout, surface_depth=None) for
+    """A factory(camera, region, layout, surface_depth=None, dp=None) for
     :data:`revavatar.graph.stages.ALIGNERS`, loading the trained model of ``method`` from
     :func:`default_model_dir`; ``surface_depth`` is the enrolled face's canonical depth, which
-    a model trained on ``surface`` input needs.
+    a model trained on ``surface`` input needs, ``dp`` the enrolled aligned face, which a
+    ``reference`` model needs.
 
     Raises:
-        InputError: a ``surface`` model without the enrolled face's depth.
+        InputError: a ``surface`` model without the enrolled face's depth, or a ``reference``
+            model without the DP.
     """
     def make(camera: CameraCalibration, region: Region, layout: CanonicalLayout,
-             surface_depth: np.ndarray | None = None) -> OnnxAligner:
+             surface_depth: np.ndarray | None = None,
+             dp: np.ndarray | None = None) -> OnnxAligner:
         aligner = OnnxAligner(region.name, default_model_dir(method, region.name), camera, layout,
-                              surface_depth=surface_depth)
+                              surface_depth=surface_depth, dp=dp)
+        if aligner.reference and dp is None:
+            msg = (f"the {method} {region.name} model also reads the enrolled wearer: give the "
+                   "alignment node the enrollment profile (parameter 'profile')")
+            raise InputError(msg)
         if aligner.input_mode == "surface" and surface_depth is None:
             msg = (f"the {method} {region.name} model rectifies onto the enrolled face: give the "
                    "alignment node the enrollment profile (parameter 'profile')")

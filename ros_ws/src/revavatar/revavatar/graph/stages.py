@@ -245,10 +245,12 @@ def _learned(method: str) -> Callable[..., Any]:
              profile: Any = None) -> Any:
         from revavatar.core.onnx_aligner import aligner_factory  # noqa: PLC0415 - lazy registry
 
-        # only a surface-input model reads the face; the factory says so when it lacks one
+        # only surface-input and reference models read the wearer; the factory says so when
+        # they lack it
         has_face = profile is not None and getattr(profile, "mesh", None) is not None
         depth = _enrolled_depth(profile, layout) if has_face else None
-        return aligner_factory(method)(camera, region, layout, surface_depth=depth)
+        dp = profile.dp if profile is not None and int(profile.layout_size) == layout.size else None
+        return aligner_factory(method)(camera, region, layout, surface_depth=depth, dp=dp)
 
     return make
 

@@ -15,6 +15,11 @@ ResNet-9. By default its input is the calibrated homography rectification of the
 (``input_mode="rectified"``) and it is residual, so it learns the correction the plane
 approximation needs (parallax of lids and eyeball, lens effects, IR, blur) instead of the whole
 warp; see :class:`revavatar.learning.data.AlignmentPairs`.
+
+``reference=True`` gives ``G`` (not ``F``) a second input, the enrolled wearer's crop of the
+region (the DP the product enrolls), and its first input has the pixels the camera cannot see
+filled from it (:func:`revavatar.core.alignment.enrollment_input`): the camera tells where the eye
+looks and how the mouth moves, the DP what this face looks like where the camera is blind.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class AlignModelConfig:
     max_ch: int = 48
     residual: bool = True
     tone: bool = False  # global gain/offset head on the residual's skip path (networks.py)
+    reference: bool = False  # G also sees the enrolled wearer's crop (module docstring)
     ae_ngf: int = 24  # autoencoder width and depth (bottleneck at 1/16)
     ae_down: int = 4
     ndf: int = 16
@@ -111,14 +117,13 @@ class AlignmentModel(nn.Module):
         self.config = c = config
         if c.kind == "cyclegan":
             gen = {"ngf": c.ngf, "n_down": c.n_down, "n_blocks": c.n_blocks, "max_ch": c.max_ch,
-                   "residual": c.residual, "tone": c.tone, "in_ch": c.channels,
-                   "out_ch": c.channels}
-            self.G = define_generator("resnet", **gen)
-            self.F = define_generator("resnet", **gen)
+                   "residual": c.residual, "tone": c.tone, "out_ch": c.channels}
+            self.G = define_generator("resnet", in_ch=self.g_channels, **gen)
+            self.F = define_generator("resnet", in_ch=c.channels, **gen)
             self.D_t = define_discriminator("patchgan70", in_ch=c.channels, ndf=c.ndf)
             self.D_v = define_discriminator("patchgan70", in_ch=c.channels, ndf=c.ndf)
         else:
-            self.G = define_generator("autoencoder", in_ch=c.channels, out_ch=c.channels,
+            self.G = define_generator("autoencoder", in_ch=self.g_channels, out_ch=c.channels,
                                       ngf=c.ae_ngf, n_down=c.ae_down)
         self.lpips = lpips
         self.gan = GANLoss(c.gan_mode)
@@ -130,6 +135,20 @@ class AlignmentModel(nn.Module):
                                           c.lr, betas=betas)
         else:
             self.opt_g = torch.optim.Adam(self.G.parameters(), c.lr, betas=(0.9, 0.999))
+
+    @property
+    def g_channels(self) -> int:
+        """Input channels of ``G``: the view's, twice over with the enrolled reference."""
+        return self.config.channels * (2 if self.config.reference else 1)
+
+    def _g_in(self, x: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
+        """``G``'s input: ``x``, with the reference crop stacked behind it for reference models."""
+        if not self.config.reference:
+            return x
+        if reference is None:
+            msg = "this aligner is conditioned on the enrolled wearer: pass the reference crops"
+            raise ValueError(msg)
+        return torch.cat([x, reference.to(x.dtype)], dim=1)
 
     # -- checkpoint plumbing -----------------------------------------------------------------
     def trainable(self) -> dict[str, nn.Module]:
@@ -168,27 +187,29 @@ class AlignmentModel(nn.Module):
         return (c.lambda_l1 * terms.get("l1", 0.0) + c.lambda_lpips * terms.get("lpips", 0.0)
                 + c.lambda_focus * terms.get("focus_l1", 0.0))
 
-    def forward(self, view: torch.Tensor) -> torch.Tensor:
+    def forward(self, view: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """Aligned crop for a batch of model inputs (the deployed path)."""
-        return self.G(view)
+        return self.G(self._g_in(view, reference))
 
     def train_step(self, view: torch.Tensor, target: torch.Tensor,
-                   focus: torch.Tensor | None = None) -> dict[str, float]:
+                   focus: torch.Tensor | None = None,
+                   reference: torch.Tensor | None = None) -> dict[str, float]:
         """One optimisation step on a batch; returns the losses (floats).
 
         ``focus``: (N, 1, H, W) eye-opening weights (:func:`revavatar.learning.data.focus_mask`)
-        for the ``lambda_focus`` term; ignored when that weight is 0.
+        for the ``lambda_focus`` term; ignored when that weight is 0. ``reference``: the enrolled
+        wearer's crops, required by (and only used by) ``reference`` models.
         """
         self.train()
         if self.config.kind == "autoencoder":
-            return self._step_ae(view, target, focus)
-        return self._step_cyclegan(view, target, focus)
+            return self._step_ae(view, target, focus, reference)
+        return self._step_cyclegan(view, target, focus, reference)
 
-    def _step_ae(self, view: torch.Tensor, target: torch.Tensor,
-                 focus: torch.Tensor | None) -> dict[str, float]:
+    def _step_ae(self, view: torch.Tensor, target: torch.Tensor, focus: torch.Tensor | None,
+                 reference: torch.Tensor | None) -> dict[str, float]:
         c = self.config
         with autocast(c.bf16):
-            fake = self.G(view)
+            fake = self.G(self._g_in(view, reference))
             terms = self._paired(fake, target, focus)
         loss = self._paired_loss(terms)
         self.opt_g.zero_grad(set_to_none=True)
@@ -197,23 +218,24 @@ class AlignmentModel(nn.Module):
         return {"total": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
 
     def _step_cyclegan(self, view: torch.Tensor, target: torch.Tensor,
-                       focus: torch.Tensor | None) -> dict[str, float]:
+                       focus: torch.Tensor | None,
+                       reference: torch.Tensor | None) -> dict[str, float]:
         c = self.config
         lam_idt = c.lambda_cycle * c.lambda_idt
         discs = (self.D_t, self.D_v)
         for d in discs:
             d.requires_grad_(False)
         with autocast(c.bf16):
-            fake_t = self.G(view)
+            fake_t = self.G(self._g_in(view, reference))
             fake_v = self.F(target)
             rec_v = self.F(fake_t)
-            rec_t = self.G(fake_v)
+            rec_t = self.G(self._g_in(fake_v, reference))
             g_gan = self.gan(self.D_t(fake_t), True, False) + self.gan(self.D_v(fake_v), True,
                                                                        False)
             cyc = F.l1_loss(rec_v.float(), view) + F.l1_loss(rec_t.float(), target)
             terms: dict[str, torch.Tensor] = {"g_gan": g_gan, "cycle": cyc}
             if lam_idt > 0:
-                terms["idt"] = (F.l1_loss(self.G(target).float(), target)
+                terms["idt"] = (F.l1_loss(self.G(self._g_in(target, reference)).float(), target)
                                 + F.l1_loss(self.F(view).float(), view))
             if c.lambda_l1 > 0 or c.lambda_lpips > 0 or c.lambda_focus > 0:
                 terms.update(self._paired(fake_t, target, focus))
@@ -238,17 +260,31 @@ class AlignmentModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def evaluate(self, view: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    def evaluate(self, view: torch.Tensor, target: torch.Tensor,
+                 reference: torch.Tensor | None = None) -> dict[str, float]:
         """Paired L1 (and LPIPS) of ``G`` on a batch, in eval mode, fp32."""
         self.eval()
-        fake = self.G(view)
+        fake = self(view, reference)
         return {k: float(v) for k, v in self._paired(fake, target).items()}
+
+
+class _ReferenceInputs(nn.Module):
+    """``G`` of a reference model with its two inputs named apart in the ONNX graph."""
+
+    def __init__(self, g: nn.Module) -> None:
+        super().__init__()
+        self.g = g
+
+    def forward(self, view: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) view and reference crops -> (N, C, H, W) aligned crops."""
+        return self.g(torch.cat([view, reference], dim=1))
 
 
 def export_aligner(model: AlignmentModel, out: str | Path, meta: dict[str, Any]) -> Path:
     """Write the deployable aligner: ``weights.safetensors`` (G only), ``model.onnx`` (input
-    ``view``, output ``aligned``, dynamic batch, checked against torch), ``card.json`` and
-    ``README.md`` (the model card: data, resolution, steps, wall time, command, metrics)."""
+    ``view``, and ``reference`` for reference models; output ``aligned``; dynamic batch; checked
+    against torch), ``card.json`` and ``README.md`` (the model card: data, resolution, steps,
+    wall time, command, metrics)."""
     from safetensors.torch import save_file  # noqa: PLC0415
 
     from revavatar.learning.export import export_onnx  # noqa: PLC0415
@@ -261,7 +297,11 @@ def export_aligner(model: AlignmentModel, out: str | Path, meta: dict[str, Any])
               str(out / "weights.safetensors"))
     w, h = c.crop_size
     example = torch.zeros(1, c.channels, h, w).uniform_(-1, 1)
-    diff = export_onnx(g, example, out / "model.onnx", ["view"], ["aligned"])
+    if c.reference:
+        diff = export_onnx(_ReferenceInputs(g), (example, torch.rand_like(example) * 2 - 1),
+                           out / "model.onnx", ["view", "reference"], ["aligned"])
+    else:
+        diff = export_onnx(g, example, out / "model.onnx", ["view"], ["aligned"])
     card = {"method": c.kind, "region": c.region, "config": c.to_dict(),
             "params_G": sum(p.numel() for p in g.parameters()), "onnx_max_abs_diff": diff,
             **meta}
@@ -305,7 +345,9 @@ def write_card(out: str | Path) -> Path:
         f"({c['crop_size'][0]}x{c['crop_size'][1]} px at canonical layout 256, "
         f"{'1 channel (IR, gray)' if c['channels'] == 1 else '3 channels (BGR)'}).",
         f"- Input: {c['input_mode']} (rectified = calibrated homography grid of the headset "
-        "YAML applied first; the network learns the residual correction).",
+        "YAML applied first; the network learns the residual correction)"
+        + ("; plus the enrolled wearer's crop of the region (input `reference`), which also "
+           "fills the pixels the camera cannot see" if c.get("reference") else "") + ".",
         f"- Architecture: {_arch(c)}; G has {card['params_G']:,} parameters.",
         f"- Losses: {_losses(c)}.",
         f"- Data: VR-Face build `{card.get('data')}`, train split "
@@ -317,7 +359,8 @@ def write_card(out: str | Path) -> Path:
            "the learning rate follows the schedule above from that step)."]
           if card.get("fine_tuned_from") else []),
         f"- Command: `{card.get('command')}`",
-        f"- Files: `weights.safetensors` (G), `model.onnx` (opset 17, input `view`, output "
+        f"- Files: `weights.safetensors` (G), `model.onnx` (opset 17, input `view`"
+        f"{' and `reference`' if c.get('reference') else ''}, output "
         f"`aligned`, [-1, 1]; max |ONNX - torch| {card.get('onnx_max_abs_diff', 0):.2g}), "
         "`card.json`, `losses.png`.",
     ]
@@ -363,10 +406,12 @@ def make_job(args: Any, region: str, kind: str, data: Any,
                               crop_size=data.crop_size, input_mode=args.input_mode,
                               bf16=not args.no_bf16,
                               tone=kind == "cyclegan" and getattr(args, "tone", False),
+                              reference=bool(getattr(args, "reference", False)),
                               lambda_focus=float(getattr(args, "lambda_focus", 0.0)))
     job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
            "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
-           "val": AlignmentPairs(args.data, region, "val", input_mode=args.input_mode, limit=32)}
+           "val": AlignmentPairs(args.data, region, "val", input_mode=args.input_mode, limit=32,
+                                 reference=config.reference)}
     if args.resume and job["ckpt"].latest() is not None:
         info = job["ckpt"].load(job["model"].trainable(), job["model"].optimizers())
         job["start"], job["wall"] = info["step"], float(info["extra"].get("wall_s", 0.0))
@@ -389,7 +434,7 @@ def make_job(args: Any, region: str, kind: str, data: Any,
 def save_job(args: Any, job: dict, step: int) -> None:
     """Validate, checkpoint, plot and export one model of ``train align`` at ``step``."""
     model, vb = job["model"], job["val"].batch(range(len(job["val"])))
-    job["vlog"].append(step, **model.evaluate(vb["view"], vb["target"]))
+    job["vlog"].append(step, **model.evaluate(vb["view"], vb["target"], vb.get("reference")))
     extra = {"config": model.config.to_dict(), "wall_s": job["wall"]}
     job["ckpt"].save(step, model.trainable(), model.optimizers(), extra=extra)
     job["log"].plot(Path(args.out) / job["name"] / "losses.png")
@@ -400,6 +445,7 @@ def save_job(args: Any, job: dict, step: int) -> None:
            f"--steps {args.steps} --batch {args.batch} --input-mode {args.input_mode} "
            f"--threads {args.threads}" + (" --no-bf16" if args.no_bf16 else "")
            + (" --tone" if model.config.tone else "")
+           + (" --reference" if model.config.reference else "")
            + (f" --lambda-focus {model.config.lambda_focus:g}" if model.config.lambda_focus else "")
            + (f" --init-from {args.init_from}" if job.get("init_from") else ""))
     export_aligner(model, Path(args.out) / job["name"], {

@@ -276,11 +276,16 @@ class AlignmentPairs(Dataset):
     colour to recover from an IR frame, and the restorer takes colour from the DP. Both tensors
     follow :func:`to_tensor` ([-1, 1], (1|3, H, W), BGR).
 
-    Items: ``dict(view, target, focus, gaze, identity, index)``: ``focus`` is the (1, H, W)
-    float32 eye-opening weight in [0, 1] of :func:`focus_mask` (zeros for ``lower_face``);
-    ``gaze`` is the (2,) float32
-    (yaw, pitch) degrees of this eye (mean of both eyes for ``lower_face``) from the build's
-    landmarks; ``identity`` a str; ``index`` the build's sample index.
+    ``reference=True`` (for aligners conditioned on the enrolled wearer) adds the sample's DP
+    crop of the region as item ``reference`` and fills the view's unseen pixels from it
+    (:func:`revavatar.core.alignment.enrollment_input`); it needs a rectifying input mode, whose
+    valid mask says which pixels the camera sees.
+
+    Items: ``dict(view, target, focus, gaze, identity, index[, reference])``: ``focus`` is the
+    (1, H, W) float32 eye-opening weight in [0, 1] of :func:`focus_mask` (zeros for
+    ``lower_face``); ``gaze`` is the (2,) float32 (yaw, pitch) degrees of this eye (mean of both
+    eyes for ``lower_face``) from the build's landmarks; ``identity`` a str; ``index`` the
+    build's sample index; ``reference`` the DP crop (reference pairs only).
 
     Args:
         root: VR-Face build folder.
@@ -294,15 +299,16 @@ class AlignmentPairs(Dataset):
             access; worth it for training, where each sample is read many times.
         limit: keep only the first ``limit`` samples of the split (None = all).
         seed: seed of the augmentation.
+        reference: also yield the enrolled wearer's crop (see above).
 
     Raises:
         InputError: the build is missing or incomplete, or a file does not decode.
-        ValueError: unknown region, split or input mode.
+        ValueError: unknown region, split or input mode, or ``reference`` with ``"resize"``.
     """
 
     def __init__(self, root: str | Path, region: str, split: str, augment: bool = False, *,
                  input_mode: str = "resize", cache: bool = False, limit: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, reference: bool = False) -> None:
         from revavatar.core.canonical import REGION_NAMES, CanonicalLayout  # noqa: PLC0415
 
         if region not in REGION_NAMES:
@@ -311,6 +317,11 @@ class AlignmentPairs(Dataset):
         if input_mode not in INPUT_MODES:
             msg = f"unknown input mode {input_mode!r}; expected one of {', '.join(INPUT_MODES)}"
             raise ValueError(msg)
+        if reference and input_mode == "resize":
+            msg = ("reference inputs fill what the camera cannot see: they need a rectifying "
+                   "input mode")
+            raise ValueError(msg)
+        self.reference = bool(reference)
         self.index = VRFaceIndex(root)
         self.region, self.split, self.augment = region, split, bool(augment)
         self.input_mode, self.seed = input_mode, int(seed)
@@ -330,7 +341,7 @@ class AlignmentPairs(Dataset):
         self._aligner = self._make_aligner() if input_mode != "resize" else None
         self._surfaces = ReferenceSurfaces(self.layout) if input_mode == "surface" else None
         self._epoch = 0
-        self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._cache: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] | None = None
         self._focus: dict[int, np.ndarray] = {}
         if cache:
             self._cache = [self._load(i) for i in range(len(self.entries))]
@@ -341,24 +352,36 @@ class AlignmentPairs(Dataset):
         return HomographyAligner(self.index.calibration().cameras[self.region],
                                  self.layout.region(self.region), self.layout)
 
-    def prepare_view(self, frame: np.ndarray, reference: str | None = None) -> np.ndarray:
-        """Raw camera frame -> model input image at the crop size (per :attr:`input_mode`;
-        ``reference``: the sample's enrollment image, for ``"surface"``)."""
+    def _rectifier(self, reference: str | None) -> Any:
+        """The input's rectification for a sample (None: plain resize)."""
         if self._surfaces is not None and reference is not None:
             surface = self._surfaces(reference, self._aligner.camera, self.region)
             if surface is not None:
-                return surface.align(frame)
-        if self._aligner is not None:
-            return self._aligner.align(frame)
+                return surface
+        return self._aligner
+
+    def prepare_view(self, frame: np.ndarray, reference: str | None = None) -> np.ndarray:
+        """Raw camera frame -> model input image at the crop size (per :attr:`input_mode`;
+        ``reference``: the sample's enrollment image, for ``"surface"``)."""
+        rect = self._rectifier(reference)
+        if rect is not None:
+            return rect.align(frame)
         return cv2.resize(frame, self.crop_size, interpolation=cv2.INTER_AREA)
 
-    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         e = self.entries[i]
         view = self.prepare_view(read_image(e[self.region], gray=self.gray), e.get("reference"))
         target = read_image(e[f"gt_{self.region}"], gray=self.gray)
         if target.shape[1::-1] != self.crop_size:
             target = cv2.resize(target, self.crop_size, interpolation=cv2.INTER_AREA)
-        return view, target
+        ref = None
+        if self.reference:
+            from revavatar.core.alignment import enrollment_input  # noqa: PLC0415
+
+            seen = self._rectifier(e.get("reference")).valid_mask
+            view, ref = enrollment_input(view, seen, read_image(e["reference"]), self.layout,
+                                         self.region)
+        return view, target, ref
 
     def focus(self, i: int) -> np.ndarray:
         """The :func:`focus_mask` of item ``i`` (uint8, computed once per item)."""
@@ -386,28 +409,32 @@ class AlignmentPairs(Dataset):
 
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """The (view, target) uint8 images of item ``i`` (no augmentation)."""
+        return self._item(i)[:2]
+
+    def _item(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         return self._cache[i] if self._cache is not None else self._load(i)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        view, target = self.pair(i)
+        view, target, ref = self._item(i)
         e = self.entries[i]
         if self.augment:
             view = self._jitter(view, int(e["index"]))
         side = _EYE_SIDE.get(self.region)
         gaze = e["gaze"][side] if side else e.get("gaze_deg", [0.0, 0.0])
         focus = torch.from_numpy(self.focus(i)).float().div_(255.0)[None]
-        return {"view": to_tensor(view), "target": to_tensor(target), "focus": focus,
+        item = {"view": to_tensor(view), "target": to_tensor(target), "focus": focus,
                 "gaze": torch.tensor(gaze, dtype=torch.float32), "identity": str(e["identity"]),
                 "index": int(e["index"])}
+        if ref is not None:
+            item["reference"] = to_tensor(ref)
+        return item
 
     def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """Stack items ``indices`` into a batch (views and targets (N, C, H, W)); no DataLoader
         needed, which keeps the training loop single-process on a 2-core machine."""
         items = [self[int(i)] for i in indices]
-        return {"view": torch.stack([it["view"] for it in items]),
-                "target": torch.stack([it["target"] for it in items]),
-                "focus": torch.stack([it["focus"] for it in items]),
-                "gaze": torch.stack([it["gaze"] for it in items])}
+        keys = ("view", "target", "focus", "gaze", *(("reference",) if self.reference else ()))
+        return {k: torch.stack([it[k] for it in items]) for k in keys}
 
 
 def write_toy_build(root: str | Path, samples: int = 12, *, seed: int = 0,

@@ -5,7 +5,10 @@ compared with the ground-truth frontal crop (gray for the IR eye cameras, like t
 target): SSIM (luma), PSNR, LPIPS (alex). ``homography`` is the product's baseline (calibrated
 rectification onto the region's mean face plane, as the graph builds it); ``surface`` is the
 classical rectification onto the wearer's enrolled face (the graph's ``surface`` aligner), with
-the sample's DP reference standing in for the enrollment selfie.
+the sample's DP reference standing in for the enrollment selfie. ``dp`` is no aligner: it is
+that reference's own crop of the region, the score of knowing the wearer and not looking through
+the camera at all; learned aligners conditioned on the enrolled wearer (``reference`` models) get
+the same reference.
 
 Gaze (eye regions) measures what the paper means, "does the aligned eye look where the true eye
 looks": the crop is pasted back into the sample's true aligned face at its canonical box (resized
@@ -38,7 +41,7 @@ from revavatar.errors import InputError
 __all__ = ["METHODS", "GazeProbe", "add_arguments", "evaluate", "markdown_table",
            "method_aligners", "paste_into_face", "resolve_data", "run_from_args", "update_cards"]
 
-METHODS: Final = ("homography", "surface", "autoencoder", "cyclegan")
+METHODS: Final = ("homography", "surface", "dp", "autoencoder", "cyclegan")
 _REGIONS: Final = ("left_eye", "right_eye", "lower_face")
 _SIDE: Final = {"left_eye": "left", "right_eye": "right"}
 
@@ -164,7 +167,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     calibration = index.calibration()
     for region in _REGIONS:
         aligners = method_aligners(region, calibration, models, layout)
-        methods = ["homography", "surface", *(m for m in aligners if m != "homography")]
+        methods = ["homography", "surface", "dp", *(m for m in aligners if m != "homography")]
         plane = {a: getattr(a, "rectifier", None) for a in aligners.values()}  # the fallback
         gray = True
         vals = {m: {"ssim": [], "psnr": [], "lpips": []} for m in methods}
@@ -187,11 +190,17 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                 if got is not None:
                     floor[kind].append(angular_error_deg(got, ref))
             surface = surfaces(e["reference"], aligners["homography"].camera, region)
-            for a in aligners.values():  # learned aligners on the enrolled surface follow it
+            dp_face = read_image(e["reference"])
+            for a in aligners.values():  # learned aligners that read the wearer follow the sample
                 if getattr(a, "input_mode", None) == "surface":
                     a.rectifier = surface or plane[a]
+                if getattr(a, "reference", False):
+                    a.set_enrollment(dp_face)
             per_sample = {**aligners, "surface": surface}
-            crops = {m: per_sample[m].align(frame) for m in methods if per_sample[m] is not None}
+            crops = {m: per_sample[m].align(frame) for m in methods
+                     if per_sample.get(m) is not None}
+            dp_crop = layout.crop_region(dp_face, region)
+            crops["dp"] = cv2.cvtColor(dp_crop, cv2.COLOR_BGR2GRAY) if gray else dp_crop
             with torch.no_grad():
                 d = lp(torch.cat([image_to_tensor(c) for c in crops.values()]),
                        image_to_tensor(gt).repeat(len(crops), 1, 1, 1))

@@ -135,10 +135,11 @@ class ResnetGenerator(nn.Module):
     ``n_blocks`` residual blocks at the bottom resolution, ``n_down`` upsamplings, c7s1-out, tanh.
     H and W must be multiples of ``2**n_down``.
 
-    ``residual=True`` (needs ``in_ch == out_ch``) predicts a correction instead: the output is
-    ``clamp(x + net(x), -1, 1)``. When the input is already roughly aligned (pre-rectified with the
-    calibration) the generator then starts at the identity and only learns what differs, which
-    converges in far fewer CPU steps.
+    ``residual=True`` (needs ``in_ch >= out_ch``) predicts a correction instead: the output is
+    ``clamp(x + net(x), -1, 1)``, ``x`` being the first ``out_ch`` input channels (later ones are
+    conditioning, e.g. the enrolled wearer's crop). When the input is already roughly aligned
+    (pre-rectified with the calibration) the generator then starts at the identity and only
+    learns what differs, which converges in far fewer CPU steps.
 
     ``tone=True`` (residual only) adds a global tone head: from the pooled bottleneck features it
     predicts a per-channel log-gain and offset applied to the skip path, ``x * exp(g) + b``. An
@@ -151,13 +152,15 @@ class ResnetGenerator(nn.Module):
                  norm: str = "instance", up: str = "transpose", max_ch: int = 256,
                  residual: bool = False, tone: bool = False) -> None:
         super().__init__()
-        if residual and in_ch != out_ch:
-            msg = f"a residual generator needs in_ch == out_ch, got {in_ch} and {out_ch}"
+        if residual and in_ch < out_ch:
+            msg = f"a residual generator needs in_ch >= out_ch, got {in_ch} and {out_ch}"
             raise ValueError(msg)
         if tone and not residual:
             msg = "the tone head acts on the skip path: it needs residual=True"
             raise ValueError(msg)
         self.residual = bool(residual)
+        self.out_ch = int(out_ch)
+        self.conditioned = in_ch > out_ch  # extra input channels beyond the residual's base
         self.multiple = 2**n_down
         layers: list[nn.Module] = [ConvBlock(in_ch, ngf, 7, 1, norm, "relu")]
         ch = ngf
@@ -185,11 +188,12 @@ class ResnetGenerator(nn.Module):
         """(N, in_ch, H, W) in [-1, 1] -> (N, out_ch, H, W) in [-1, 1]."""
         if not self.residual:
             return self.model(x)
+        base = x[:, : self.out_ch] if self.conditioned else x
         if self.tone is None:
-            return torch.clamp(x + self.model(x), -1.0, 1.0)
+            return torch.clamp(base + self.model(x), -1.0, 1.0)
         h = self.model[: self._bottom](x)
         gain, offset = self.tone(h.mean(dim=(2, 3))).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
-        skip = x * torch.exp(gain) + offset
+        skip = base * torch.exp(gain) + offset
         return torch.clamp(skip + self.model[self._bottom :](h), -1.0, 1.0)
 
 

@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambda-focus", type=float, default=0.0,
                         help="weight of an extra L1 on the eye opening (landmark mask); "
                              "0 = off")
+    parser.add_argument("--reference", action="store_true",
+                        help="the generators also see the enrolled wearer's crop (the sample's "
+                             "DP reference), which fills what the camera cannot see")
     parser.add_argument("--init-from", default=None,
                         help="checkpoint root of an earlier run: start each model from its "
                              "weights and step (new parameters fresh) when --resume finds none")
@@ -74,7 +77,8 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
     jobs = []
     for region in args.region:
         data = AlignmentPairs(args.data, region, "train", augment=True, cache=True,
-                              input_mode=args.input_mode, seed=args.seed)
+                              input_mode=args.input_mode, seed=args.seed,
+                              reference=args.reference)
         for kind in _KINDS if args.kind == "all" else (args.kind,):
             jobs.append(make_job(args, region, kind, data, lpips))
     start = min(j["start"] for j in jobs)
@@ -91,7 +95,8 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
             model.set_lr(model.config.lr * lr_scale)
             data.set_epoch(step)
             batch = data.batch(rng.choice(len(data), args.batch, replace=len(data) < args.batch))
-            losses = model.train_step(batch["view"], batch["target"], batch["focus"])
+            losses = model.train_step(batch["view"], batch["target"], batch["focus"],
+                                      batch.get("reference"))
             job["wall"] += time.perf_counter() - t0
             job["log"].append(step, **losses)
             if step % args.ckpt_every == 0 or step == args.steps:

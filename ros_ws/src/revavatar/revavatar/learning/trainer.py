@@ -140,8 +140,10 @@ class Checkpointer:
         """Start ``modules`` from the newest checkpoint's weights only (no optimizer, no RNG).
 
         For fine-tuning a grown architecture: parameters whose names start with one of ``new``
-        may be absent from the checkpoint (they keep their fresh initialisation); anything else
-        that does not fit is an error. Returns the checkpoint's step.
+        may be absent from the checkpoint (they keep their fresh initialisation), and a
+        convolution that now takes more input channels gets the stored kernel for the first ones
+        and zeros for the added ones (:func:`_grow_inputs`), so the grown network starts as the
+        stored one; anything else that does not fit is an error. Returns the checkpoint's step.
 
         Raises:
             ModelLoadError: no checkpoint, or weights that do not fit.
@@ -152,7 +154,7 @@ class Checkpointer:
     def _weights_into(self, path: str | Path | None, modules: Mapping[str, nn.Module],
                       new: tuple[str, ...] | None) -> Path:
         """Load a checkpoint's weights into ``modules``: exactly (``new`` None) or allowing
-        the parameters named ``new*`` to be absent. Returns the checkpoint folder."""
+        the parameters named ``new*`` to be absent and inputs to grow. Returns the folder."""
         ckpt = Path(path) if path is not None else self.latest()
         if ckpt is None or not (ckpt / _WEIGHTS).is_file():
             msg = f"no checkpoint in {self.dir}"
@@ -161,6 +163,8 @@ class Checkpointer:
         for name, mod in modules.items():
             prefix = f"{name}."
             sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if new is not None:
+                sd = _grow_inputs(sd, mod.state_dict())
             try:
                 missing, unexpected = mod.load_state_dict(sd, strict=new is None)
             except RuntimeError as err:
@@ -284,3 +288,19 @@ class LossLog:
         fig.savefig(out)
         plt.close(fig)
         return out
+
+
+def _grow_inputs(stored: dict[str, torch.Tensor],
+                 wanted: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Stored conv kernels (out, in, kh, kw) whose module now has more input channels, zero-padded
+    along ``in``; every other tensor as stored. Zero weights on the new inputs keep the function
+    the stored network computed, so a fine-tune adds an input without losing what was learned."""
+    out = dict(stored)
+    for k, v in stored.items():
+        w = wanted.get(k)
+        if (w is not None and v.ndim == 4 and w.ndim == 4 and w.shape[1] > v.shape[1]
+                and w.shape[0] == v.shape[0] and w.shape[2:] == v.shape[2:]):
+            grown = torch.zeros(w.shape, dtype=v.dtype)
+            grown[:, : v.shape[1]] = v
+            out[k] = grown
+    return out
