@@ -160,3 +160,22 @@ def test_head_pose_follows_a_known_rotation(face_lm: FaceLandmarks, axis: str) -
     for other, val in delta.items():
         if other != axis:
             assert abs(val) < 6.0, (other, val)
+
+
+def test_without_yaw_levels_the_face_and_forgets_any_turn(face_lm, layout) -> None:
+    """The enrolled surface must not depend on how far the selfie was turned: any turn about the
+    vertical axis gives the same levelled mesh, whose mirror pairs sit at equal depth."""
+    from revavatar.vrface.mesh import without_yaw
+
+    mesh = FaceMesh.from_landmarks(face_lm, layout)
+    level = without_yaw(mesh)
+    v = level.vertices.astype(np.float64)
+    across = (v[263] - v[33]) + (v[362] - v[133]) + (v[454] - v[234])
+    assert abs(across[2]) < 1e-3 * np.linalg.norm(across)
+    for deg in (-12.0, 7.0):
+        t = np.radians(deg)
+        rot = np.array([[np.cos(t), 0, np.sin(t)], [0, 1, 0], [-np.sin(t), 0, np.cos(t)]])
+        turned = dataclasses.replace(mesh, vertices=mesh.vertices.astype(np.float64) @ rot.T)
+        np.testing.assert_allclose(without_yaw(turned).vertices, level.vertices, atol=1e-3)
+    np.testing.assert_array_equal(level.uv, mesh.uv)
+    np.testing.assert_array_equal(level.triangles, mesh.triangles)

@@ -209,13 +209,13 @@ def _homography(camera: CameraCalibration, region: Region, layout: CanonicalLayo
 
 
 def _enrolled_depth(profile: Any, layout: CanonicalLayout) -> np.ndarray:
-    """Canonical depth map (mm) of the enrolled face (the profile's mesh).
+    """Canonical depth map (mm) of the enrolled face (the profile's mesh, its turn taken out).
 
     Raises:
         InputError: no profile, a profile without a mesh, or one at another layout size.
     """
     from revavatar.vrface.mesh import FaceMesh, mesh_topology  # noqa: PLC0415
-    from revavatar.vrface.renderer import render_depth_orthographic  # noqa: PLC0415
+    from revavatar.vrface.renderer import enrolled_depth  # noqa: PLC0415
 
     topo = mesh_topology()
     if profile is None or profile.mesh is None or len(profile.mesh) != topo.n_vertices:
@@ -227,7 +227,7 @@ def _enrolled_depth(profile: Any, layout: CanonicalLayout) -> np.ndarray:
                f"{layout.size}")
         raise InputError(msg)
     mesh = FaceMesh(profile.mesh, topo.triangles, np.zeros((topo.n_vertices, 2), np.float32))
-    return render_depth_orthographic(mesh, layout)[0]
+    return enrolled_depth(mesh, layout)
 
 
 def _surface(camera: CameraCalibration, region: Region, layout: CanonicalLayout,

@@ -218,7 +218,8 @@ class ReferenceSurfaces:
 
     A VR-Face sample's ``reference`` is an aligned frame of the same person, the DP the product
     would enroll; its Face Mesh lifted to a mesh, as enrollment does, gives the face surface
-    (:class:`revavatar.core.alignment.SurfaceAligner`). One detection per reference image, one
+    (:class:`revavatar.core.alignment.SurfaceAligner`), with the selfie's head turn taken out
+    (:func:`revavatar.vrface.renderer.enrolled_depth`). One detection per reference image, one
     remap grid per (reference, region).
 
     Args:
@@ -235,15 +236,15 @@ class ReferenceSurfaces:
         """Canonical depth map (mm) of the reference's face, or None when no face is found."""
         if reference not in self._depth:
             from revavatar.vrface.mesh import FaceMesh  # noqa: PLC0415
-            from revavatar.vrface.renderer import render_depth_orthographic  # noqa: PLC0415
+            from revavatar.vrface.renderer import enrolled_depth  # noqa: PLC0415
 
             if self._det is None:
                 from revavatar.core.landmarks import create_detector  # noqa: PLC0415
 
                 self._det = create_detector("mediapipe", static_image=True)
             lm = self._det.detect(read_image(reference))
-            self._depth[reference] = None if lm is None else render_depth_orthographic(
-                FaceMesh.from_landmarks(lm, self.layout), self.layout)[0]
+            self._depth[reference] = None if lm is None else enrolled_depth(
+                FaceMesh.from_landmarks(lm, self.layout), self.layout)
         return self._depth[reference]
 
     def __call__(self, reference: str, camera: Any, region: str) -> Any:

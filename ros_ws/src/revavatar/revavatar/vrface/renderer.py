@@ -64,6 +64,7 @@ __all__ = [
     "RenderConfig",
     "RenderedView",
     "clip_near",
+    "enrolled_depth",
     "orbit_camera",
     "rasterize",
     "render_depth_orthographic",
@@ -456,6 +457,15 @@ def render_depth_orthographic(mesh: FaceMesh, layout: CanonicalLayout) -> tuple[
     depth = vals[..., 0]
     depth[~mask] = 0.0
     return depth, mask
+
+
+def enrolled_depth(mesh: FaceMesh, layout: CanonicalLayout) -> np.ndarray:
+    """Canonical depth (mm) of an enrolled face as the ``surface`` aligner uses it: the mesh with
+    the selfie's head turn taken out first (:func:`revavatar.vrface.mesh.without_yaw`), since in
+    the headset's frame the wearer's face does not turn."""
+    from revavatar.vrface.mesh import without_yaw  # noqa: PLC0415
+
+    return render_depth_orthographic(without_yaw(mesh), layout)[0]
 
 
 def _check_angles(name: str, angles: object) -> tuple[float, float, float]:
