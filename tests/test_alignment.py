@@ -211,12 +211,28 @@ def test_enrollment_input_fills_the_unseen_part_from_the_dp_in_camera_tone() -> 
     seen[:, 40:] = True
     # the camera shows the same face at half contrast plus an offset; unseen pixels are black
     rect = np.where(seen, np.clip(ref_gray * 0.5 + 60, 0, 255), 0).astype(np.uint8)
-    rect[:5, 100:] = 0  # housing-dark pixels inside the view stay out of the tone fit
+    rect[:8, 110:] = 0  # the housing in a corner of the view
     view, reference = enrollment_input(rect, seen, dp, LAYOUT, "left_eye")
     np.testing.assert_array_equal(reference, ref_gray)
-    np.testing.assert_array_equal(view[:, 50:], rect[:, 50:])  # seen, past the feather
-    want = np.clip(ref_gray[:, :40] * 0.5 + 60, 0, 255)
-    assert np.abs(view[:, :40].astype(float) - want).mean() < 2.0  # the DP, in camera tone
+    np.testing.assert_array_equal(view[20:, 50:100], rect[20:, 50:100])  # seen: as it was
+    pupil = rect.copy()
+    pupil[40:50, 70:80] = 0  # dark, but enclosed by the face: seen, kept
+    assert (enrollment_input(pupil, seen, dp, LAYOUT, "left_eye")[0][40:50, 70:80] == 0).all()
+    want = np.clip(ref_gray * 0.5 + 60, 0, 255)
+    assert np.abs(view[:, :40].astype(float) - want[:, :40]).mean() < 2.0  # the DP, camera tone
+    assert np.abs(view[:8, 110:].astype(float) - want[:8, 110:]).mean() < 2.0  # housing too
     colour_view, colour_ref = enrollment_input(np.dstack([rect] * 3), seen, dp, LAYOUT,
                                                "left_eye")
     assert colour_view.shape == (96, 128, 3) and colour_ref.shape == (96, 128, 3)
+
+
+def test_housing_mask_takes_dark_areas_at_the_border_only() -> None:
+    from revavatar.core.alignment import housing_mask
+
+    crop = np.full((60, 80), 150, np.uint8)
+    crop[:, :10] = 5  # housing along the left edge
+    crop[25:35, 35:45] = 5  # pupil
+    mask = housing_mask(crop, level=24, grow_px=3)
+    assert mask[:, :10].all() and mask[:, 10:13].all() and not mask[:, 14:].any()
+    assert not housing_mask(crop, grow_px=0)[25:35, 35:45].any()
+    assert not housing_mask(np.full((60, 80), 150, np.uint8)).any()

@@ -31,11 +31,16 @@ if TYPE_CHECKING:
     from revavatar.core.calibration import CameraCalibration, HeadsetCalibration
     from revavatar.core.canonical import CanonicalLayout, Region
 
-__all__ = ["HomographyAligner", "SurfaceAligner", "build_aligners", "enrollment_input"]
+__all__ = ["HOUSING_GROW_PX", "HOUSING_LEVEL", "HomographyAligner", "SurfaceAligner",
+           "build_aligners", "enrollment_input", "housing_mask"]
 
-#: view pixels at or below this gray level (headset housing, no surface rendered) are left out
-#: of the tone fit of :func:`enrollment_input`: they say nothing about the camera's tone
-_DARK_LEVEL: Final = 8
+#: gray level at or below which a dark area touching the crop's border is taken for the headset's
+#: housing (or, in simulation, for nothing rendered) rather than for the face; see
+#: :func:`housing_mask`. An IR-lit face is far brighter; a pupil is dark but does not touch the
+#: border.
+HOUSING_LEVEL: Final = 24
+#: how far (px) the housing mask reaches beyond the dark area: the housing's soft edge
+HOUSING_GROW_PX: Final = 5
 
 
 class HomographyAligner:
@@ -245,24 +250,45 @@ def build_aligners(
     }
 
 
+def housing_mask(crop: np.ndarray, level: int = HOUSING_LEVEL,
+                 grow_px: int = HOUSING_GROW_PX) -> np.ndarray:
+    """Bool mask of the dark areas (<= ``level``) of a rectified crop that touch its border,
+    grown by ``grow_px``: where the headset's own housing blocks the lens, not the face.
+
+    The calibration says which crop pixels a camera could image (``valid_mask``), but not where
+    its housing cuts into the view, and a rectification paints that as black face. Those areas
+    are dark and reach the image edge; the face's dark parts (pupils, nostrils) are enclosed by
+    skin, so they stay out.
+    """
+    luma = crop if crop.ndim == 2 else crop.max(axis=2)
+    dark = (luma <= level).astype(np.uint8)
+    _, labels = cv2.connectedComponents(dark, connectivity=8)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    mask = np.isin(labels, edge[edge > 0])
+    if grow_px > 0 and mask.any():
+        k = 2 * grow_px + 1
+        mask = cv2.dilate(mask.astype(np.uint8),
+                          cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
+    return mask
+
+
 def enrollment_input(rectified: np.ndarray, seen: np.ndarray, dp_face: np.ndarray,
                      layout: CanonicalLayout, region: str) -> tuple[np.ndarray, np.ndarray]:
     """The two inputs of an aligner that also sees the enrolled wearer (``reference`` models).
 
     Returns ``(view, reference)`` at the region's crop size: ``view`` is the rectified camera
-    crop with the pixels its camera cannot see (``seen`` False, the rectifier's ``valid_mask``)
-    filled from the DP's crop, tone-matched to the camera (:func:`match_tone`, fitted over the
-    seen pixels that are not housing-dark) and feathered in; ``reference`` is the DP's crop as is
-    (gray when the camera is), the wearer's own appearance for what the camera cannot tell.
-    A rectification leaves those pixels black, and a network that must invent them from black
-    fills them with an average face; the DP is this face.
+    crop with the pixels its camera cannot see (``seen`` False, the rectifier's ``valid_mask``,
+    and the headset's housing, :func:`housing_mask`) filled from the DP's crop, tone-matched to
+    the camera (:func:`match_tone`, fitted over the seen pixels) and feathered in; ``reference``
+    is the DP's crop as is (gray when the camera is), the wearer's own appearance for what the
+    camera cannot tell. A rectification leaves those pixels black, and a network that must invent
+    them from black fills them with an average face; the DP is this face.
     """
     from revavatar.core.composite import fill_unseen, match_tone  # noqa: PLC0415
 
     ref = layout.crop_region(dp_face, region)
     if rectified.ndim == 2 and ref.ndim == 3:
         ref = cv2.cvtColor(ref, cv2.COLOR_BGR2GRAY)
-    luma = rectified if rectified.ndim == 2 else rectified.max(axis=2)
-    fit = np.asarray(seen, bool) & (luma > _DARK_LEVEL)
-    view = fill_unseen(rectified, seen, match_tone(ref, rectified, fit))
+    seen = np.asarray(seen, bool) & ~housing_mask(rectified)
+    view = fill_unseen(rectified, seen, match_tone(ref, rectified, seen))
     return view, ref
