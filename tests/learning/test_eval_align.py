@@ -37,7 +37,7 @@ def test_eval_align_schema_and_gaze_reference(tiny_build: Path) -> None:
     assert set(res["regions"]) == {"left_eye", "right_eye", "lower_face"}
     for region, methods in res["regions"].items():
         assert set(methods) <= set(METHODS)
-        assert {"homography", "surface", "dp"} <= set(methods)
+        assert {"homography", "surface", "dp", "homography+dp"} <= set(methods)
         for fig in methods.values():
             assert fig["n"] == 3
             assert 0.0 < fig["ssim"] <= 1.0

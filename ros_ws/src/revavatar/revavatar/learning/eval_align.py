@@ -7,8 +7,10 @@ rectification onto the region's mean face plane, as the graph builds it); ``surf
 classical rectification onto the wearer's enrolled face (the graph's ``surface`` aligner), with
 the sample's DP reference standing in for the enrollment selfie. ``dp`` is no aligner: it is
 that reference's own crop of the region, the score of knowing the wearer and not looking through
-the camera at all; learned aligners conditioned on the enrolled wearer (``reference`` models) get
-the same reference.
+the camera at all; ``homography+dp`` is the baseline's crop with what its camera cannot see
+(outside the calibrated view, the headset's housing) filled from that crop, in camera tone
+(:func:`revavatar.core.alignment.enrollment_input`), which is also the first input of learned
+aligners conditioned on the enrolled wearer (``reference`` models), who get the same reference.
 
 Gaze (eye regions) measures what the paper means, "does the aligned eye look where the true eye
 looks": the crop is pasted back into the sample's true aligned face at its canonical box (resized
@@ -41,7 +43,7 @@ from revavatar.errors import InputError
 __all__ = ["METHODS", "GazeProbe", "add_arguments", "evaluate", "markdown_table",
            "method_aligners", "paste_into_face", "resolve_data", "run_from_args", "update_cards"]
 
-METHODS: Final = ("homography", "surface", "dp", "autoencoder", "cyclegan")
+METHODS: Final = ("homography", "surface", "dp", "homography+dp", "autoencoder", "cyclegan")
 _REGIONS: Final = ("left_eye", "right_eye", "lower_face")
 _SIDE: Final = {"left_eye": "left", "right_eye": "right"}
 
@@ -144,6 +146,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     """
     import torch  # noqa: PLC0415
 
+    from revavatar.core.alignment import enrollment_input  # noqa: PLC0415
     from revavatar.core.canonical import CanonicalLayout  # noqa: PLC0415
     from revavatar.core.gaze import angular_error_deg  # noqa: PLC0415
     from revavatar.core.metrics import psnr, ssim  # noqa: PLC0415
@@ -167,7 +170,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     calibration = index.calibration()
     for region in _REGIONS:
         aligners = method_aligners(region, calibration, models, layout)
-        methods = ["homography", "surface", "dp", *(m for m in aligners if m != "homography")]
+        methods = ["homography", "surface", "dp", "homography+dp",
+                   *(m for m in aligners if m != "homography")]
         plane = {a: getattr(a, "rectifier", None) for a in aligners.values()}  # the fallback
         gray = True
         vals = {m: {"ssim": [], "psnr": [], "lpips": []} for m in methods}
@@ -199,8 +203,10 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
             per_sample = {**aligners, "surface": surface}
             crops = {m: per_sample[m].align(frame) for m in methods
                      if per_sample.get(m) is not None}
-            dp_crop = layout.crop_region(dp_face, region)
-            crops["dp"] = cv2.cvtColor(dp_crop, cv2.COLOR_BGR2GRAY) if gray else dp_crop
+            plane_crop, dp_crop = enrollment_input(crops["homography"],
+                                                   aligners["homography"].valid_mask, dp_face,
+                                                   layout, region)
+            crops.update({"dp": dp_crop, "homography+dp": plane_crop})
             with torch.no_grad():
                 d = lp(torch.cat([image_to_tensor(c) for c in crops.values()]),
                        image_to_tensor(gt).repeat(len(crops), 1, 1, 1))
