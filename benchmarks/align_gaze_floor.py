@@ -18,7 +18,10 @@ paste into the true face) for:
   image (its DP reference, another frame of the same person: the mesh a product can know), as
   the ``surface`` aligner runs it / the pure surface mapping with the unseen pixels filled;
 - ``plane_view_fill``: the face-plane homography with the unseen pixels filled the same way;
-- ``homography``, ``cyclegan``, ``autoencoder``: the aligners, as evaluated.
+- ``plane_view_dpfill``: the same with what the camera cannot see (its housing included) filled
+  from the enrollment crop instead of the truth (``eval align``'s ``homography+dp``);
+- ``homography``, ``cyclegan``, ``autoencoder``: the aligners, as evaluated (aligners conditioned
+  on the wearer get the sample's DP reference, as in ``eval align``).
 
 The gap between ``exact_clean_fill`` and ``exact_view_fill`` is what the simulated camera effects
 cost a perfect-geometry aligner that does nothing else; a learned aligner has to undo them
@@ -35,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from revavatar.core.alignment import SurfaceAligner
+from revavatar.core.alignment import SurfaceAligner, enrollment_input
 from revavatar.core.canonical import CanonicalLayout
 from revavatar.core.gaze import angular_error_deg
 from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex, read_image
@@ -97,7 +100,7 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
         mesh = FaceMesh.from_landmarks(lm, layout)
         depth, _ = render_depth_orthographic(mesh, layout)
         clean = renderer.render(frame, mesh, view="front")
-        face = read_image(e["gt"])
+        face, dp_face = read_image(e["gt"]), read_image(e["reference"])
         dp_depth = surfaces.depth(e["reference"])
         for region, side in _SIDE.items():
             box = layout.region(region).box_px
@@ -120,9 +123,14 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
                 pure = SurfaceAligner(exact.camera, exact.region, layout, dp_depth,
                                       plane_fallback=False)
                 crops["dp_surface_view_fill"] = _fill(pure.align(view), pure.valid_mask, gt)
+            for a in aligners[region].values():
+                if getattr(a, "reference", False):
+                    a.set_enrollment(dp_face)
             crops.update({m: a.align(view) for m, a in aligners[region].items()})
             plane = aligners[region]["homography"]
             crops["plane_view_fill"] = _fill(crops["homography"], plane.valid_mask, gt)
+            crops["plane_view_dpfill"] = enrollment_input(crops["homography"], plane.valid_mask,
+                                                          dp_face, layout, region)[0]
             for name, crop in crops.items():
                 got = probe(paste_into_face(face, crop, box), side)
                 if got is not None:
