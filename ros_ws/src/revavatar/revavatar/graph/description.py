@@ -252,7 +252,8 @@ STAGE_KINDS: Final[dict[str, StageKind]] = {
                 "aligner (key of revavatar.graph.stages.ALIGNERS)",
             ),
             ParamSpec("profile", "string", "",
-                      "enrollment profile directory; read by the 'surface' aligner only"),
+                      "enrollment profile directory; read by the 'surface' aligner and by "
+                      "learned aligners that need the wearer (surface input, DP reference)"),
             _LAYOUT,
             _QUEUE,
         ),
