@@ -407,6 +407,8 @@ def make_job(args: Any, region: str, kind: str, data: Any,
                               bf16=not args.no_bf16,
                               tone=kind == "cyclegan" and getattr(args, "tone", False),
                               reference=bool(getattr(args, "reference", False)),
+                              **({"lambda_cycle": float(args.lambda_cycle)}
+                                 if getattr(args, "lambda_cycle", None) is not None else {}),
                               lambda_focus=float(getattr(args, "lambda_focus", 0.0)))
     job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
            "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
@@ -446,6 +448,8 @@ def save_job(args: Any, job: dict, step: int) -> None:
            f"--threads {args.threads}" + (" --no-bf16" if args.no_bf16 else "")
            + (" --tone" if model.config.tone else "")
            + (" --reference" if model.config.reference else "")
+           + (f" --lambda-cycle {model.config.lambda_cycle:g}"
+              if model.config.lambda_cycle != AlignModelConfig.lambda_cycle else "")
            + (f" --lambda-focus {model.config.lambda_focus:g}" if model.config.lambda_focus else "")
            + (f" --init-from {args.init_from}" if job.get("init_from") else ""))
     export_aligner(model, Path(args.out) / job["name"], {

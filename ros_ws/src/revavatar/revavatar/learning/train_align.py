@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambda-focus", type=float, default=0.0,
                         help="weight of an extra L1 on the eye opening (landmark mask); "
                              "0 = off")
+    parser.add_argument("--lambda-cycle", type=float, default=None,
+                        help="CycleGAN cycle-consistency weight (default 10, as in CycleGAN; "
+                             "identity is half of it)")
     parser.add_argument("--reference", action="store_true",
                         help="the generators also see the enrolled wearer's crop (the sample's "
                              "DP reference), which fills what the camera cannot see")
