@@ -21,7 +21,7 @@ paste into the true face) for:
 - ``plane_view_dpfill``: the same with what the camera cannot see (its housing included) filled
   from the enrollment crop instead of the truth (``eval align``'s ``homography+dp``);
 - ``homography``, ``cyclegan``, ``autoencoder``: the aligners, as evaluated (aligners conditioned
-  on the wearer get the sample's DP reference, as in ``eval align``).
+  on the wearer get the sample's DP reference and its surface, as in ``eval align``).
 
 The gap between ``exact_clean_fill`` and ``exact_view_fill`` is what the simulated camera effects
 cost a perfect-geometry aligner that does nothing else; a learned aligner has to undo them
@@ -42,7 +42,12 @@ from revavatar.core.alignment import SurfaceAligner, enrollment_input
 from revavatar.core.canonical import CanonicalLayout
 from revavatar.core.gaze import angular_error_deg
 from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex, read_image
-from revavatar.learning.eval_align import GazeProbe, method_aligners, paste_into_face
+from revavatar.learning.eval_align import (
+    GazeProbe,
+    follow_wearer,
+    method_aligners,
+    paste_into_face,
+)
 from revavatar.learning.trainer import progress
 from revavatar.vrface.mesh import FaceMesh
 from revavatar.vrface.renderer import HeadsetRenderer, render_depth_orthographic
@@ -87,6 +92,7 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
     entries = [entries[int(i)] for i in np.linspace(0, len(entries) - 1, min(limit, len(entries)))]
     calibration = index.calibration()
     aligners = {r: method_aligners(r, calibration, models, layout) for r in _SIDE}
+    planes = {a: getattr(a, "rectifier", None) for r in _SIDE for a in aligners[r].values()}
     renderer = HeadsetRenderer(calibration, layout)
     probe, rng = GazeProbe(), np.random.default_rng(0)
     surfaces = ReferenceSurfaces(layout, probe.det)  # the enrollment faces, as eval align
@@ -123,9 +129,8 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
                 pure = SurfaceAligner(exact.camera, exact.region, layout, dp_depth,
                                       plane_fallback=False)
                 crops["dp_surface_view_fill"] = _fill(pure.align(view), pure.valid_mask, gt)
-            for a in aligners[region].values():
-                if getattr(a, "reference", False):
-                    a.set_enrollment(dp_face)
+            follow_wearer(aligners[region], surfaces(e["reference"], exact.camera, region),
+                          dp_face, planes)
             crops.update({m: a.align(view) for m, a in aligners[region].items()})
             plane = aligners[region]["homography"]
             crops["plane_view_fill"] = _fill(crops["homography"], plane.valid_mask, gt)

@@ -44,7 +44,7 @@ import numpy as np
 
 from revavatar.errors import InputError
 
-__all__ = ["METHODS", "GazeProbe", "add_arguments", "evaluate", "markdown_table",
+__all__ = ["METHODS", "GazeProbe", "add_arguments", "evaluate", "follow_wearer", "markdown_table",
            "method_aligners", "paste_into_face", "resolve_data", "run_from_args", "update_cards"]
 
 METHODS: Final = ("homography", "surface", "dp", "homography+dp", "autoencoder", "cyclegan")
@@ -144,6 +144,18 @@ def _masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return PSNR_CAP_DB if mse <= 0 else min(PSNR_CAP_DB, 10.0 * np.log10(255.0**2 / mse))
 
 
+def follow_wearer(aligners: dict[str, Any], surface: Any, dp_face: np.ndarray,
+                  planes: dict[Any, Any]) -> None:
+    """Point the learned aligners that read the wearer at one sample's enrollment: surface-input
+    models rectify onto ``surface`` (the reference's :class:`SurfaceAligner`, or their own plane
+    from ``planes`` when the reference has no face), reference models take ``dp_face``."""
+    for a in aligners.values():
+        if getattr(a, "input_mode", None) == "surface":
+            a.rectifier = surface or planes[a]
+        if getattr(a, "reference", False):
+            a.set_enrollment(dp_face)
+
+
 def _stats(errors: list[float]) -> dict[str, float] | None:
     return ({"mean": float(np.mean(errors)), "p95": float(np.percentile(errors, 95)),
              "n": len(errors)} if errors else None)
@@ -218,11 +230,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                     floor[kind].append(angular_error_deg(got, ref))
             surface = surfaces(e["reference"], aligners["homography"].camera, region)
             dp_face = read_image(e["reference"])
-            for a in aligners.values():  # learned aligners that read the wearer follow the sample
-                if getattr(a, "input_mode", None) == "surface":
-                    a.rectifier = surface or plane[a]
-                if getattr(a, "reference", False):
-                    a.set_enrollment(dp_face)
+            follow_wearer(aligners, surface, dp_face, plane)
             per_sample = {**aligners, "surface": surface}
             crops = {m: per_sample[m].align(frame) for m in methods
                      if per_sample.get(m) is not None}
