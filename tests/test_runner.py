@@ -283,17 +283,35 @@ def test_bag_without_ground_truth_has_empty_metrics_and_bad_bag_raises(
         run_session(calib_path, bad, profile_dir, tmp_path / "o2", rate=0, progress=False)
 
 
+def _tiny_aligner(root: Path, input_mode: str) -> Path:
+    """A tiny exported left-eye CycleGAN conditioned on the wearer, reading ``input_mode``."""
+    import torch
+
+    from revavatar.learning.alignment_model import AlignModelConfig, AlignmentModel, export_aligner
+
+    torch.manual_seed(0)
+    cfg = AlignModelConfig(region="left_eye", ngf=8, n_blocks=1, max_ch=16, ndf=8, bf16=False,
+                           input_mode=input_mode, reference=True)
+    export_aligner(AlignmentModel(cfg), root / "align_left_eye", {"steps": 0})
+    return root
+
+
 def test_alignment_nodes_read_the_profile_only_when_their_aligner_needs_it(
-    profile_dir: Path,
+    profile_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Launch files give every alignment node the profile; the plane-input models run with a
-    profile that has no face mesh, the surface aligner refuses it with a clear message."""
+    """Launch files give every alignment node the profile; a model on the plane that reads the
+    wearer's DP runs with a profile that has no face mesh, a model on the enrolled surface and
+    the surface aligner refuse it with a clear message."""
     from revavatar.graph.stages import STAGES
 
     base = {"camera": "left_eye", "calibration": str(_calibration_yaml()),
             "profile": str(profile_dir), "layout_size": 256}
+    monkeypatch.setenv("REVAVATAR_MODELS", str(_tiny_aligner(tmp_path / "plane", "rectified")))
     learned = STAGES["alignment"]("align_left_eye", {**base, "method": "cyclegan"})
     assert learned.method == "cyclegan"
+    monkeypatch.setenv("REVAVATAR_MODELS", str(_tiny_aligner(tmp_path / "surf", "surface")))
+    with pytest.raises(InputError, match="profile"):
+        STAGES["alignment"]("align_left_eye", {**base, "method": "cyclegan"})
     assert STAGES["alignment"]("align_left_eye", {**base, "method": "homography"}).method == \
         "homography"
     with pytest.raises(InputError, match="face mesh"):
