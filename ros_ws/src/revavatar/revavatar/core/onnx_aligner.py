@@ -115,10 +115,9 @@ class OnnxAligner:
         #: whether the network also takes the enrolled wearer's crop (input ``reference``)
         self.reference = bool(cfg.get("reference", False))
         self.dp: np.ndarray | None = None
-        if dp is not None:
+        if dp is not None and self.reference:  # other models have no use for it
             self.set_enrollment(dp)
         self._session = create_session(self.model_dir / "model.onnx", threads, providers)
-        self._input = self._session.get_inputs()[0].name
 
     def set_enrollment(self, dp: np.ndarray) -> None:
         """Use ``dp`` (aligned BGR face at the layout) as the wearer's reference from now on.

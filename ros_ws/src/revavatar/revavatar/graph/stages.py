@@ -249,7 +249,7 @@ def _learned(method: str) -> Callable[..., Any]:
         # they lack it
         has_face = profile is not None and getattr(profile, "mesh", None) is not None
         depth = _enrolled_depth(profile, layout) if has_face else None
-        dp = profile.dp if profile is not None and int(profile.layout_size) == layout.size else None
+        dp = profile.dp if profile is not None else None  # checked by models that read it
         return aligner_factory(method)(camera, region, layout, surface_depth=depth, dp=dp)
 
     return make
