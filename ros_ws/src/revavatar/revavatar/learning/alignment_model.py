@@ -407,8 +407,8 @@ def make_job(args: Any, region: str, kind: str, data: Any,
                               bf16=not args.no_bf16,
                               tone=kind == "cyclegan" and getattr(args, "tone", False),
                               reference=bool(getattr(args, "reference", False)),
-                              **({"lambda_cycle": float(args.lambda_cycle)}
-                                 if getattr(args, "lambda_cycle", None) is not None else {}),
+                              lambda_cycle=float(getattr(args, "lambda_cycle",
+                                                         AlignModelConfig.lambda_cycle)),
                               lambda_focus=float(getattr(args, "lambda_focus", 0.0)))
     job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
            "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,

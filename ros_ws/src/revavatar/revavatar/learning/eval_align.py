@@ -137,11 +137,10 @@ def _opening(entry: dict[str, Any], layout: Any, region: str) -> np.ndarray | No
 
 
 def _masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR (peak 255, capped like :func:`revavatar.core.metrics.psnr`) over ``mask``'s pixels."""
-    from revavatar.core.metrics import PSNR_CAP_DB  # noqa: PLC0415
+    """:func:`revavatar.core.metrics.psnr` over ``mask``'s pixels (as a one-row image)."""
+    from revavatar.core.metrics import psnr  # noqa: PLC0415
 
-    mse = float(np.mean((a.astype(np.float64)[mask] - b.astype(np.float64)[mask]) ** 2))
-    return PSNR_CAP_DB if mse <= 0 else min(PSNR_CAP_DB, 10.0 * np.log10(255.0**2 / mse))
+    return psnr(a[mask][None], b[mask][None])
 
 
 def follow_wearer(aligners: dict[str, Any], surface: Any, dp_face: np.ndarray,
@@ -277,12 +276,11 @@ def markdown_table(result: dict[str, Any]) -> str:
             best[k] = pick(have) if have else None
         gazes = [f["gaze_error_deg"]["mean"] for f in methods.values() if f["gaze_error_deg"]]
         for m, f in methods.items():
-            cells = [f"{f[k]:.{2 if k == 'psnr' else 3}f}" for k in ("ssim", "psnr", "lpips")]
-            cells = [f"**{c}**" if f[k] == best[k] else c
-                     for c, k in zip(cells, ("ssim", "psnr", "lpips"), strict=True)]
-            op = f.get("opening_psnr")
-            cells.append("-" if op is None else f"**{op:.2f}**" if op == best["opening_psnr"]
-                         else f"{op:.2f}")
+            cells = []
+            for k in best:
+                v = f.get(k)
+                c = "-" if v is None else f"{v:.{2 if k.endswith('psnr') else 3}f}"
+                cells.append(f"**{c}**" if v is not None and v == best[k] else c)
             g = f["gaze_error_deg"]
             if g is None:
                 cells += ["-", "-"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from revavatar.learning.alignment_model import make_job, save_job
+from revavatar.learning.alignment_model import AlignModelConfig, make_job, save_job
 from revavatar.learning.data import INPUT_MODES, AlignmentPairs
 from revavatar.learning.trainer import progress, seed_everything
 
@@ -59,9 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambda-focus", type=float, default=0.0,
                         help="weight of an extra L1 on the eye opening (landmark mask); "
                              "0 = off")
-    parser.add_argument("--lambda-cycle", type=float, default=None,
-                        help="CycleGAN cycle-consistency weight (default 10, as in CycleGAN; "
-                             "identity is half of it)")
+    parser.add_argument("--lambda-cycle", type=float, default=AlignModelConfig.lambda_cycle,
+                        help="CycleGAN cycle-consistency weight (default %(default)g, as in "
+                             "CycleGAN; identity is half of it)")
     parser.add_argument("--reference", action="store_true",
                         help="the generators also see the enrolled wearer's crop (the sample's "
                              "DP reference), which fills what the camera cannot see")
