@@ -1,7 +1,7 @@
 """What limits the aligners' gaze error: an exact-geometry oracle on the same test samples.
 
 Usage: python benchmarks/align_gaze_floor.py [--data /tmp/vrface_front8k] [--limit 60]
-       [--models models] [--json OUT]
+       [--models models] [--json OUT] [--figure PNG]
 
 A VR-Face sample is a render of the source frame's own face mesh, so the exact inverse of its
 camera geometry is known: :class:`revavatar.core.alignment.SurfaceAligner` on that mesh's
@@ -27,6 +27,13 @@ The gap between ``exact_clean_fill`` and ``exact_view_fill`` is what the simulat
 cost a perfect-geometry aligner that does nothing else; a learned aligner has to undo them
 (and fill what is unseen) to go below. Needs the build's source folder and landmark cache
 (``vrface build`` keeps both); front-view samples only.
+
+Where the error comes from (``--breakdown`` table, ``--figure``): every sample records the
+effects VR-Face applied to that camera and the source frame's head pose, so each row's error is
+split by effect present / absent (effects are drawn independently, so the difference is that
+effect's cost) and by the head's yaw. The simulator renders each frame's own head turn in front of
+a fixed headset, which a real headset, turning with the head, does not see; a row whose error
+grows with yaw pays for that.
 """
 
 from __future__ import annotations
@@ -55,6 +62,10 @@ from revavatar.vrface.sources import LandmarkCache, SourceFile, iter_frames, sca
 
 ROOT = Path(__file__).resolve().parents[1]
 _SIDE = {"left_eye": "left", "right_eye": "right"}
+#: |head yaw| bins (deg) of the breakdown
+_YAW_BINS = ((0, 2), (2, 4), (4, 7), (7, 12), (12, 90))
+#: rows split by effect and head pose: the oracle without and with effects, the two aligners
+_BREAKDOWN_ROWS = ("exact_clean_fill", "exact_view_fill", "homography", "cyclegan")
 
 
 def _source_folder(index: VRFaceIndex) -> Path:
@@ -82,8 +93,9 @@ def _fill(crop: np.ndarray, valid: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.where(valid, crop, gt).astype(np.uint8)
 
 
-def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[float]]]:
-    """Per region and row, the gaze errors (deg) of every sample the probe could read."""
+def measure(data: Path, models: Path, limit: int) -> list[dict]:
+    """One record per sample and eye the probe could read: its camera's effects, the head pose
+    and each row's gaze error (deg)."""
     index = VRFaceIndex(data)
     layout = CanonicalLayout(index.layout_size)
     files = {s.rel: s for s in scan_sources(_source_folder(index))}
@@ -96,7 +108,7 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
     renderer = HeadsetRenderer(calibration, layout)
     probe, rng = GazeProbe(), np.random.default_rng(0)
     surfaces = ReferenceSurfaces(layout, probe.det)  # the enrollment faces, as eval align
-    out: dict[str, dict[str, list[float]]] = {r: {} for r in _SIDE}
+    out: list[dict] = []
     for e in progress(len(entries), desc="gaze floor", unit="sample", iterable=entries):
         src = files[e["source"]["file"]]
         lm = _landmarks(cache, src, int(e["source"]["frame"]))
@@ -136,11 +148,83 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, list[fl
             crops["plane_view_fill"] = _fill(crops["homography"], plane.valid_mask, gt)
             crops["plane_view_dpfill"] = enrollment_input(crops["homography"], plane.valid_mask,
                                                           dp_face, layout, region)[0]
+            errors = {}
             for name, crop in crops.items():
                 got = probe(paste_into_face(face, crop, box), side)
                 if got is not None:
-                    out[region].setdefault(name, []).append(angular_error_deg(got, ref))
+                    errors[name] = angular_error_deg(got, ref)
+            out.append({"region": region, "index": e["index"], "head_pose": e["head_pose"],
+                        "effects": sorted(x["effect"] for x in e["effects"]
+                                          if x["camera"] == region),
+                        "errors": errors})
     return out
+
+
+def _median(samples: list[dict], row: str) -> tuple[float, int]:
+    vals = [s["errors"][row] for s in samples if row in s["errors"]]
+    return (float(np.median(vals)) if vals else float("nan")), len(vals)
+
+
+def breakdown(samples: list[dict], rows: tuple[str, ...]) -> dict[str, dict[str, list]]:
+    """Median error (a few failures of tens of degrees would swamp a mean) of each row on the
+    samples with / without each effect, and per |yaw| bin:
+    {"effects": {effect: [[with, n], [without, n]] per row}, "yaw": {bin: [[mean, n] per row]}}."""
+    names = sorted({n for s in samples for n in s["effects"]})
+    effects = {n: [[_median([s for s in samples if (n in s["effects"]) == has], r)
+                    for has in (True, False)] for r in rows] for n in names}
+    yaw = {}
+    for lo, hi in _YAW_BINS:
+        sel = [s for s in samples if lo <= abs(s["head_pose"][0]) < hi]
+        yaw[f"{lo:g}-{hi:g}"] = [list(_median(sel, r)) for r in rows]
+    return {"rows": list(rows), "effects": effects, "yaw": yaw}
+
+
+def _print_breakdown(b: dict) -> None:
+    head = " / ".join(b["rows"])
+    print(f"\n| effect on the camera (median deg) | with: {head} | without: {head} "
+          "| n with / without |")
+    print("|---|---|---|---|")
+    for name, per_row in b["effects"].items():
+        w = " / ".join(f"{m[0][0]:.2f}" for m in per_row)
+        wo = " / ".join(f"{m[1][0]:.2f}" for m in per_row)
+        print(f"| {name} | {w} | {wo} | {per_row[0][0][1]} / {per_row[0][1][1]} |")
+    print(f"\n| head yaw (deg) | median deg: {head} | n |")
+    print("|---|---|---|")
+    for rng, per_row in b["yaw"].items():
+        print(f"| {rng} | {' / '.join(f'{m[0]:.2f}' for m in per_row)} | {per_row[0][1]} |")
+
+
+def plot_breakdown(samples: list[dict], b: dict, out: Path) -> None:
+    """Error against |head yaw| per row, and each effect's cost (with minus without)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for r in b["rows"]:
+        pts = np.array([(abs(s["head_pose"][0]), s["errors"][r]) for s in samples
+                        if r in s["errors"]])
+        ax0.scatter(pts[:, 0], pts[:, 1], s=9, alpha=0.6, label=r)
+    top = 35.0
+    beyond = sum(s["errors"].get(r, 0.0) > top for s in samples for r in b["rows"])
+    ax0.set_ylim(0, top)
+    ax0.set(xlabel="|head yaw| of the source frame (deg)", ylabel="gaze error (deg)",
+            title=f"gaze error vs head turn (both eyes; {beyond} points above {top:g} not shown)")
+    ax0.legend(fontsize=8)
+    names = list(b["effects"])
+    width = 0.8 / len(b["rows"])
+    for k, r in enumerate(b["rows"]):
+        cost = [b["effects"][n][k][0][0] - b["effects"][n][k][1][0] for n in names]
+        ax1.bar(np.arange(len(names)) + k * width, cost, width, label=r)
+    ax1.axhline(0, color="k", lw=0.6)
+    ax1.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30, ha="right")
+    ax1.set(ylabel="median error with - without (deg)", title="cost of each VR-Face effect")
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -150,17 +234,24 @@ def main() -> None:
     ap.add_argument("--models", type=Path, default=ROOT / "models")
     ap.add_argument("--limit", type=int, default=60)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--figure", type=Path, default=None, help="breakdown plot (PNG)")
     args = ap.parse_args()
-    res = measure(args.data, args.models, args.limit)
+    samples = measure(args.data, args.models, args.limit)
     print("| row | gaze err mean (deg) | median | p95 | n (both eyes) |")
     print("|---|---|---|---|---|")
-    for name in res["left_eye"]:
-        vals = np.array([v for r in res.values() for v in r.get(name, [])])
+    for name in dict.fromkeys(r for s in samples for r in s["errors"]):
+        vals = np.array([s["errors"][name] for s in samples if name in s["errors"]])
         print(f"| {name} | {vals.mean():.2f} | {np.median(vals):.2f} | "
               f"{np.percentile(vals, 95):.2f} | {len(vals)} |")
+    rows = tuple(r for r in _BREAKDOWN_ROWS if any(r in s["errors"] for s in samples))
+    split = breakdown(samples, rows)
+    _print_breakdown(split)
+    if args.figure:
+        plot_breakdown(samples, split, args.figure)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1) + "\n")
+        args.json.write_text(json.dumps({"samples": samples, "breakdown": split}, indent=1)
+                             + "\n")
 
 
 if __name__ == "__main__":

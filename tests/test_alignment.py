@@ -236,3 +236,30 @@ def test_housing_mask_takes_dark_areas_at_the_border_only() -> None:
     assert mask[:, :10].all() and mask[:, 10:13].all() and not mask[:, 14:].any()
     assert not housing_mask(crop, grow_px=0)[25:35, 35:45].any()
     assert not housing_mask(np.full((60, 80), 150, np.uint8)).any()
+
+
+def test_housing_mask_keeps_a_feature_joined_to_the_border_by_a_thin_stroke() -> None:
+    """Eyeliner or a lash line running from a dark border into the pupil does not make the eye
+    housing (it did: one VR-Face eye crop in ten lost its eye to the enrollment fill)."""
+    from revavatar.core.alignment import housing_mask
+
+    crop = np.full((60, 80), 150, np.uint8)
+    crop[:, :10] = 5  # housing
+    crop[28:31, 10:36] = 5  # a 3 px stroke from the housing ...
+    crop[25:35, 35:45] = 5  # ... into the pupil, off the crop's centre
+    mask = housing_mask(crop, grow_px=3)
+    assert mask[:, :10].all()
+    assert not mask[25:35, 35:45].any() and not mask[28:31, 20:36].any()
+
+
+def test_housing_mask_never_takes_the_crop_centre() -> None:
+    """A broad dark area reaching the centre of an eye crop (a dark IR view's lids) keeps the
+    centre: that is where the canonical crop holds its eye. Lower-face crops opt out."""
+    from revavatar.core.alignment import housing_mask
+
+    crop = np.full((60, 80), 150, np.uint8)
+    crop[20:40, :50] = 5  # broad dark band from the left edge through the centre
+    mask = housing_mask(crop, grow_px=0)
+    assert mask[20:40, :5].all()
+    assert not mask[28:32, 36:44].any()
+    assert housing_mask(crop, grow_px=0, protect_centre=False)[22:38, :46].all()
