@@ -113,3 +113,24 @@ def test_update_cards_writes_figures_and_a_new_export_drops_them(tmp_path: Path)
     export_aligner(model, out, {"steps": 8, "command": "test"})  # new weights, old figures gone
     assert "metrics" not in json.loads((out / "card.json").read_text())
     assert "Not evaluated yet" in (out / "README.md").read_text()
+
+
+def test_card_renders_the_provenance_of_assembled_weights(tmp_path: Path) -> None:
+    """A fine-tune started from weights put together by hand says so in its model card."""
+    import torch
+
+    from revavatar.learning.alignment_model import (
+        AlignModelConfig,
+        AlignmentModel,
+        export_aligner,
+        write_card,
+    )
+
+    torch.manual_seed(0)
+    model = AlignmentModel(AlignModelConfig(region="left_eye", crop_size=(64, 48), ngf=8,
+                                            n_blocks=1, max_ch=16, ndf=8, bf16=False))
+    out = export_aligner(model, tmp_path / "align_left_eye", {"steps": 7, "command": "test"})
+    assert "Provenance" not in (out / "README.md").read_text()
+    card = json.loads((out / "card.json").read_text())
+    (out / "card.json").write_text(json.dumps({**card, "provenance": "G from step 6400"}))
+    assert "- Provenance: G from step 6400" in write_card(out).read_text()

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     from revavatar.core.calibration import CameraCalibration, HeadsetCalibration
     from revavatar.core.canonical import CanonicalLayout, Region
 
-__all__ = ["HOUSING_GROW_PX", "HOUSING_LEVEL", "HomographyAligner", "SurfaceAligner",
-           "build_aligners", "enrollment_input", "housing_mask"]
+__all__ = ["HOUSING_BRIDGE_PX", "HOUSING_CORE", "HOUSING_GROW_PX", "HOUSING_LEVEL",
+           "HomographyAligner", "SurfaceAligner", "build_aligners", "enrollment_input",
+           "housing_mask"]
 
 #: gray level at or below which a dark area touching the crop's border is taken for the headset's
 #: housing (or, in simulation, for nothing rendered) rather than for the face; see
@@ -44,9 +45,9 @@ HOUSING_GROW_PX: Final = 5
 #: dark strokes thinner than this (px: lashes, eyeliner, the lip line, a brow) do not join a dark
 #: feature to the housing; the housing itself is a broad band
 HOUSING_BRIDGE_PX: Final = 7
-#: semi-axes (fractions of the crop's width and height) of the central ellipse never taken for
-#: housing: the canonical crops hold their feature there (eye corners at 0.24-0.77 of the width,
-#: mouth corners at 0.30-0.69), and a housing that covered it would leave nothing to align
+#: semi-axes (fractions of the crop's width and height) of an eye crop's central ellipse, never
+#: taken for housing: the canonical eye crops hold the eye there (corners at 0.24-0.77 of the
+#: width), and a housing that covered it would leave nothing to align
 HOUSING_CORE: Final = (0.3, 0.2)
 
 

@@ -358,6 +358,7 @@ def write_card(out: str | Path) -> Path:
         *([f"- Fine-tuned from `{card['fine_tuned_from']}` (its weights and step, a fresh Adam; "
            "the learning rate follows the schedule above from that step)."]
           if card.get("fine_tuned_from") else []),
+        *([f"- Provenance: {card['provenance']}"] if card.get("provenance") else []),
         f"- Command: `{card.get('command')}`",
         f"- Files: `weights.safetensors` (G), `model.onnx` (opset 17, input `view`"
         f"{' and `reference`' if c.get('reference') else ''}, output "
