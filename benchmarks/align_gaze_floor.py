@@ -28,7 +28,7 @@ cost a perfect-geometry aligner that does nothing else; a learned aligner has to
 (and fill what is unseen) to go below. Needs the build's source folder and landmark cache
 (``vrface build`` keeps both); front-view samples only.
 
-Where the error comes from (``--breakdown`` table, ``--figure``): every sample records the
+Where the error comes from (two more tables, and ``--figure``): every sample records the
 effects VR-Face applied to that camera and the source frame's head pose, so each row's error is
 split by effect present / absent (effects are drawn independently, so the difference is that
 effect's cost) and by the head's yaw. The simulator renders each frame's own head turn in front of
@@ -167,8 +167,8 @@ def _median(samples: list[dict], row: str) -> tuple[float, int]:
 
 def breakdown(samples: list[dict], rows: tuple[str, ...]) -> dict[str, dict[str, list]]:
     """Median error (a few failures of tens of degrees would swamp a mean) of each row on the
-    samples with / without each effect, and per |yaw| bin:
-    {"effects": {effect: [[with, n], [without, n]] per row}, "yaw": {bin: [[mean, n] per row]}}."""
+    samples with / without each effect, and per |yaw| bin: {"rows": rows, "effects": {effect:
+    [[with, n], [without, n]] per row}, "yaw": {bin: [[median, n] per row]}}."""
     names = sorted({n for s in samples for n in s["effects"]})
     effects = {n: [[_median([s for s in samples if (n in s["effects"]) == has], r)
                     for has in (True, False)] for r in rows] for n in names}
@@ -190,8 +190,8 @@ def _print_breakdown(b: dict) -> None:
         print(f"| {name} | {w} | {wo} | {per_row[0][0][1]} / {per_row[0][1][1]} |")
     print(f"\n| head yaw (deg) | median deg: {head} | n |")
     print("|---|---|---|")
-    for rng, per_row in b["yaw"].items():
-        print(f"| {rng} | {' / '.join(f'{m[0]:.2f}' for m in per_row)} | {per_row[0][1]} |")
+    for span, per_row in b["yaw"].items():
+        print(f"| {span} | {' / '.join(f'{m[0]:.2f}' for m in per_row)} | {per_row[0][1]} |")
 
 
 def plot_breakdown(samples: list[dict], b: dict, out: Path) -> None:
