@@ -54,6 +54,8 @@ from revavatar.learning.eval_align import (
     follow_wearer,
     method_aligners,
     paste_into_face,
+    perturbed_truth,
+    spread_samples,
 )
 from revavatar.learning.trainer import progress
 from revavatar.vrface.mesh import FaceMesh
@@ -100,8 +102,7 @@ def measure(data: Path, models: Path, limit: int) -> list[dict]:
     layout = CanonicalLayout(index.layout_size)
     files = {s.rel: s for s in scan_sources(_source_folder(index))}
     cache = LandmarkCache(index.root / "cache", index.meta["config"].get("backend", "mediapipe"))
-    entries = [e for e in index.samples("test") if e.get("view") == "front"]
-    entries = [entries[int(i)] for i in np.linspace(0, len(entries) - 1, min(limit, len(entries)))]
+    entries = spread_samples(index, "test", ("front",), limit)
     calibration = index.calibration()
     aligners = {r: method_aligners(r, calibration, models, layout) for r in _SIDE}
     planes = {a: getattr(a, "rectifier", None) for r in _SIDE for a in aligners[r].values()}
@@ -129,8 +130,7 @@ def measure(data: Path, models: Path, limit: int) -> list[dict]:
             view = cv2.imread(e[region], cv2.IMREAD_UNCHANGED)
             exact = SurfaceAligner(renderer.camera("front", region), layout.region(region), layout,
                                    depth, plane_fallback=False)
-            noisy = np.clip(gt + rng.normal(0, 2, gt.shape), 0, 255).astype(np.uint8)
-            crops = {"gt_noise_2": noisy}
+            crops = {"gt_noise_2": perturbed_truth(gt, "gt_noise_2", rng)}
             for name, img in (("clean", clean[region]), ("view", view)):
                 c = exact.align(img)
                 crops[f"exact_{name}"] = c

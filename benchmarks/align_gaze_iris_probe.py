@@ -36,10 +36,13 @@ from revavatar.core.gaze import angular_error_deg, gaze_angles
 from revavatar.core.landmarks import SCHEMES, EyeLandmarks
 from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex, read_image
 from revavatar.learning.eval_align import (
+    TRUTH_PERTURBATIONS,
     GazeProbe,
     follow_wearer,
     method_aligners,
     paste_into_face,
+    perturbed_truth,
+    spread_samples,
 )
 from revavatar.learning.trainer import progress
 
@@ -97,29 +100,17 @@ class IrisModelProbe:
         return gaze_angles(EyeLandmarks("probe", corners, lids[9:16], lids[1:8], iris))
 
 
-def _crop_corners(landmarks: np.ndarray, region: object, side: str) -> np.ndarray:
-    """The sample's true eye corners (canonical Face Mesh points) in ``region``'s crop pixels."""
-    x0, y0, x1, y1 = region.box_px
-    w, h = region.crop_size
-    p = landmarks[list(SCHEMES["mediapipe478"].eyes[side].corners)]
-    sx, sy = (x1 - x0) / w, (y1 - y0) / h
-    return np.stack([(p[:, 0] - x0 + 0.5) / sx - 0.5, (p[:, 1] - y0 + 0.5) / sy - 0.5], 1)
-
-
 def _perturbations(gt: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    shift = cv2.warpAffine(gt, np.float32([[1, 0, 1], [0, 1, 0]]), gt.shape[1::-1],
-                           borderMode=cv2.BORDER_REPLICATE)
-    noise = np.clip(gt + rng.normal(0.0, 2.0, gt.shape), 0, 255).astype(np.uint8)
-    return {"gt_shift_1px": shift, "gt_noise_2": noise,
-            "gt_blur_1": cv2.GaussianBlur(gt, (0, 0), 1.0)}
+    """The eval's perturbations of the true crop, and a sigma-1 blur."""
+    out = {kind: perturbed_truth(gt, kind, rng) for kind in TRUTH_PERTURBATIONS}
+    return {**out, "gt_blur_1": cv2.GaussianBlur(gt, (0, 0), 1.0)}
 
 
 def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, dict[str, list]]]:
     """{region: {row: {"face_mesh": [deg...], "iris_model": [deg...]}}} on the same samples."""
     index = VRFaceIndex(data)
     layout = CanonicalLayout(index.layout_size)
-    entries = [e for e in index.samples("test") if e.get("view") == "front"]
-    entries = [entries[int(i)] for i in np.linspace(0, len(entries) - 1, min(limit, len(entries)))]
+    entries = spread_samples(index, "test", ("front",), limit)
     calibration = index.calibration()
     mesh_probe, iris_probe, rng = GazeProbe(), IrisModelProbe(), np.random.default_rng(0)
     surfaces = ReferenceSurfaces(layout, mesh_probe.det)
@@ -134,8 +125,8 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, dict[st
             frame = cv2.imread(e[region], cv2.IMREAD_UNCHANGED)
             gt = read_image(e[f"gt_{region}"], gray=True)
             face, dp_face = read_image(e["gt"]), read_image(e["reference"])
-            to_crop = IrisModelProbe.patch_transform(_crop_corners(np.load(e["landmarks"]),
-                                                                   reg, side))
+            corners = np.load(e["landmarks"])[list(SCHEMES["mediapipe478"].eyes[side].corners)]
+            to_crop = IrisModelProbe.patch_transform(reg.canonical_to_crop(corners))
             mirror = side == "left"  # the model knows the image-left (wearer's right) eye
             surface = surfaces(e["reference"], aligners["homography"].camera, region)
             follow_wearer(aligners, surface, dp_face, planes)

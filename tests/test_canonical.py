@@ -53,3 +53,21 @@ def test_crop_region_has_crop_size() -> None:
     face = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
     crop = layout.crop_region(face, "lower_face")
     assert crop.shape == (128, 192, 3)
+
+
+def test_canonical_to_crop_follows_the_stored_crop() -> None:
+    """A bright dot placed in the canonical face lands where the mapping says in the crop."""
+    import cv2
+
+    layout = CanonicalLayout()
+    region = layout.region("left_eye")
+    face = np.zeros((256, 256), np.float32)
+    x0, y0, x1, y1 = region.box_px
+    dot = np.array([[x0 + 0.37 * (x1 - x0), y0 + 0.61 * (y1 - y0)]])
+    face[int(dot[0, 1]) - 1:int(dot[0, 1]) + 2, int(dot[0, 0]) - 1:int(dot[0, 0]) + 2] = 1.0
+    centre = np.floor(dot)  # the 3x3 block's centre pixel
+    crop = cv2.resize(face[y0:y1, x0:x1], region.crop_size, interpolation=cv2.INTER_LINEAR)
+    ys, xs = np.nonzero(crop > 0)
+    w = crop[ys, xs]
+    seen = np.array([(xs * w).sum() / w.sum(), (ys * w).sum() / w.sum()])
+    assert np.allclose(region.canonical_to_crop(centre)[0], seen, atol=0.05)

@@ -20,6 +20,7 @@ the exact inverse of the render, the geometric bound the gaze-floor benchmark me
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Final
 
 import cv2
@@ -288,11 +289,15 @@ def housing_mask(crop: np.ndarray, level: int = HOUSING_LEVEL,
     return mask & ~_core(*luma.shape) if protect_centre else mask
 
 
+@functools.lru_cache(maxsize=8)
 def _core(h: int, w: int) -> np.ndarray:
-    """Bool mask of the crop's central ellipse (:data:`HOUSING_CORE`)."""
+    """Bool mask of the crop's central ellipse (:data:`HOUSING_CORE`), read-only: built once
+    per crop size, not on every frame of the alignment node."""
     ax, ay = HOUSING_CORE
     yy, xx = np.mgrid[0:h, 0:w]
-    return ((xx + 0.5 - w / 2) / (ax * w)) ** 2 + ((yy + 0.5 - h / 2) / (ay * h)) ** 2 <= 1.0
+    core = ((xx + 0.5 - w / 2) / (ax * w)) ** 2 + ((yy + 0.5 - h / 2) / (ay * h)) ** 2 <= 1.0
+    core.setflags(write=False)
+    return core
 
 
 def enrollment_input(rectified: np.ndarray, seen: np.ndarray, dp_face: np.ndarray,

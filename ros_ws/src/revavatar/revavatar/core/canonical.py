@@ -72,6 +72,15 @@ class Region:
         """(w, h) of the box in canonical pixels."""
         return self.box_px[2] - self.box_px[0], self.box_px[3] - self.box_px[1]
 
+    def canonical_to_crop(self, points: np.ndarray) -> np.ndarray:
+        """Canonical-face pixels (N, 2) -> this region's crop pixels (pixel-centre convention of
+        ``cv2.resize``, the one the crops are stored with)."""
+        x0, y0, x1, y1 = self.box_px
+        w, h = self.crop_size
+        sx, sy = (x1 - x0) / w, (y1 - y0) / h
+        pts = np.asarray(points, dtype=np.float64)
+        return np.stack([(pts[:, 0] - x0 + 0.5) / sx - 0.5, (pts[:, 1] - y0 + 0.5) / sy - 0.5], 1)
+
 
 def crop_box(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """View of ``image`` inside ``box`` (x0, y0, x1, y1)."""

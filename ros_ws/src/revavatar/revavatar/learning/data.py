@@ -71,10 +71,7 @@ def focus_mask(landmarks: np.ndarray, region: Any, side: str | None) -> np.ndarr
     if side is None or len(pts) < 478 or not np.any(pts):
         return mask
     eye = SCHEMES["mediapipe478"].eyes[side]
-    lid = pts[[*eye.corners, *eye.upper, *eye.lower]]
-    x0, y0, x1, y1 = region.box_px
-    sx, sy = (x1 - x0) / w, (y1 - y0) / h
-    crop = np.stack([(lid[:, 0] - x0 + 0.5) / sx - 0.5, (lid[:, 1] - y0 + 0.5) / sy - 0.5], 1)
+    crop = region.canonical_to_crop(pts[[*eye.corners, *eye.upper, *eye.lower]])
     cv2.fillConvexPoly(mask, cv2.convexHull(np.rint(crop).astype(np.int32)), 255)
     k = 2 * _FOCUS_MARGIN_PX + 1
     mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))

@@ -44,8 +44,9 @@ import numpy as np
 
 from revavatar.errors import InputError
 
-__all__ = ["METHODS", "GazeProbe", "add_arguments", "evaluate", "follow_wearer", "markdown_table",
-           "method_aligners", "paste_into_face", "resolve_data", "run_from_args", "update_cards"]
+__all__ = ["METHODS", "TRUTH_PERTURBATIONS", "GazeProbe", "add_arguments", "evaluate",
+           "follow_wearer", "markdown_table", "method_aligners", "paste_into_face",
+           "perturbed_truth", "resolve_data", "run_from_args", "spread_samples", "update_cards"]
 
 METHODS: Final = ("homography", "surface", "dp", "homography+dp", "autoencoder", "cyclegan")
 _REGIONS: Final = ("left_eye", "right_eye", "lower_face")
@@ -96,16 +97,26 @@ class GazeProbe:
 
 
 #: perturbations of the ground-truth crop whose gaze error tells what the metric resolves
-_REFERENCES: Final = ("gt_shift_1px", "gt_noise_2")
+TRUTH_PERTURBATIONS: Final = ("gt_shift_1px", "gt_noise_2")
 
 
-def _perturbed(gt: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+def perturbed_truth(gt: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     """The ground-truth crop shifted right by one pixel (edge replicated) or with noise."""
     if kind == "gt_shift_1px":
         m = np.float32([[1, 0, 1], [0, 1, 0]])
         return cv2.warpAffine(gt, m, gt.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
     noise = rng.normal(0.0, 2.0, gt.shape)
     return np.clip(gt.astype(np.float64) + noise, 0, 255).astype(np.uint8)
+
+
+def spread_samples(index: Any, split: str, views: tuple[str, ...] | None,
+                   limit: int | None) -> list[dict[str, Any]]:
+    """``index``'s samples of ``split`` (and ``views``), at most ``limit`` of them evenly spread:
+    the samples are in identity order, so every held-out person is in the evaluation."""
+    entries = [e for e in index.samples(split) if views is None or e.get("view") in views]
+    if limit is not None and limit < len(entries):
+        entries = [entries[int(i)] for i in np.linspace(0, len(entries) - 1, limit)]
+    return entries
 
 
 def method_aligners(region: str, calibration: Any, models: Path, layout: Any) -> dict[str, Any]:
@@ -191,9 +202,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
 
     torch.set_num_threads(2)
     index = VRFaceIndex(data)
-    entries = [e for e in index.samples(split) if views is None or e.get("view") in views]
-    if limit is not None and limit < len(entries):  # evenly spread over the split's identities
-        entries = [entries[int(i)] for i in np.linspace(0, len(entries) - 1, limit)]
+    entries = spread_samples(index, split, views, limit)
     layout = CanonicalLayout(index.layout_size)
     lp = load_lpips("alex", allow_fetch=False)
     gazer = GazeProbe()
@@ -210,7 +219,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
         gray = True
         vals = {m: {"ssim": [], "psnr": [], "lpips": []} for m in methods}
         gaze: dict[str, list[float]] = {m: [] for m in methods}
-        floor: dict[str, list[float]] = {r: [] for r in _REFERENCES}
+        floor: dict[str, list[float]] = {r: [] for r in TRUTH_PERTURBATIONS}
         box = layout.region(region).box_px
         for k, e in enumerate(progress(len(entries), desc=f"eval align {region}", unit="sample",
                                        iterable=entries)):
@@ -223,8 +232,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
             face = read_image(e["gt"])
             side = _SIDE.get(region)
             ref = gazer(paste_into_face(face, gt, box), side) if side else None
-            for kind in _REFERENCES if ref is not None else ():
-                got = gazer(paste_into_face(face, _perturbed(gt, kind, rng), box), side)
+            for kind in TRUTH_PERTURBATIONS if ref is not None else ():
+                got = gazer(paste_into_face(face, perturbed_truth(gt, kind, rng), box), side)
                 if got is not None:
                     floor[kind].append(angular_error_deg(got, ref))
             surface = surfaces(e["reference"], aligners["homography"].camera, region)
