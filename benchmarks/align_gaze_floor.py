@@ -31,9 +31,10 @@ cost a perfect-geometry aligner that does nothing else; a learned aligner has to
 Where the error comes from (two more tables, and ``--figure``): every sample records the
 effects VR-Face applied to that camera and the source frame's head pose, so each row's error is
 split by effect present / absent (effects are drawn independently, so the difference is that
-effect's cost) and by the head's yaw. The simulator renders each frame's own head turn in front of
-a fixed headset, which a real headset, turning with the head, does not see; a row whose error
-grows with yaw pays for that.
+effect's cost) and by the head's yaw. Builds made with ``--no-head-fixed`` (and all builds before
+2026-12) render each frame's own head turn in front of a fixed headset, which a real headset,
+turning with the head, does not see; a row whose error grows with yaw pays for that. On a
+head-fixed build the yaw split shows what is left of it.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from revavatar.learning.eval_align import (
     spread_samples,
 )
 from revavatar.learning.trainer import progress
-from revavatar.vrface.mesh import FaceMesh
+from revavatar.vrface.builder import frame_truth
 from revavatar.vrface.renderer import HeadsetRenderer, render_depth_orthographic
 from revavatar.vrface.sources import LandmarkCache, SourceFile, iter_frames, scan_sources
 
@@ -101,12 +102,15 @@ def measure(data: Path, models: Path, limit: int) -> list[dict]:
     index = VRFaceIndex(data)
     layout = CanonicalLayout(index.layout_size)
     files = {s.rel: s for s in scan_sources(_source_folder(index))}
-    cache = LandmarkCache(index.root / "cache", index.meta["config"].get("backend", "mediapipe"))
+    config = index.meta["config"]
+    cache = LandmarkCache(Path(config.get("cache_dir") or index.root / "cache"),
+                          config.get("backend", "mediapipe"))
     entries = spread_samples(index, "test", ("front",), limit)
     calibration = index.calibration()
     aligners = {r: method_aligners(r, calibration, models, layout) for r in _SIDE}
     planes = {a: getattr(a, "rectifier", None) for r in _SIDE for a in aligners[r].values()}
     renderer = HeadsetRenderer(calibration, layout)
+    head_fixed = bool(config.get("head_fixed", False))  # older builds: False
     probe, rng = GazeProbe(), np.random.default_rng(0)
     surfaces = ReferenceSurfaces(layout, probe.det)  # the enrollment faces, as eval align
     out: list[dict] = []
@@ -116,7 +120,7 @@ def measure(data: Path, models: Path, limit: int) -> list[dict]:
         if lm is None:
             continue
         frame = next(iter_frames(src, [int(e["source"]["frame"])]))[1]
-        mesh = FaceMesh.from_landmarks(lm, layout)
+        mesh = frame_truth(frame, lm, layout, head_fixed).mesh  # the mesh the build rendered
         depth, _ = render_depth_orthographic(mesh, layout)
         clean = renderer.render(frame, mesh, view="front")
         face, dp_face = read_image(e["gt"]), read_image(e["reference"])

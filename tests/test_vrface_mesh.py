@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 
+import cv2
 import numpy as np
 import pytest
 
@@ -179,3 +180,60 @@ def test_without_yaw_levels_the_face_and_forgets_any_turn(face_lm, layout) -> No
         np.testing.assert_allclose(without_yaw(turned).vertices, level.vertices, atol=1e-3)
     np.testing.assert_array_equal(level.uv, mesh.uv)
     np.testing.assert_array_equal(level.triangles, mesh.triangles)
+
+
+def _turned(lm: FaceLandmarks, deg: float) -> FaceLandmarks:
+    """The same landmarks turned about the vertical axis through the eye corners' mean (pixels)."""
+    p = lm.points3d.astype(np.float64)
+    centre = p[list(EYE_CORNERS)].mean(0)
+    t = np.radians(deg)
+    q = p - centre
+    turned = np.column_stack([np.cos(t) * q[:, 0] + np.sin(t) * q[:, 2], q[:, 1],
+                              -np.sin(t) * q[:, 0] + np.cos(t) * q[:, 2]]) + centre
+    return FaceLandmarks(turned[:, :2], turned, lm.scheme, lm.image_size, lm.score)
+
+
+def test_frame_truth_turns_with_the_head(
+    face_image: np.ndarray, face_lm: FaceLandmarks, layout: CanonicalLayout
+) -> None:
+    """Head-fixed: whatever the frame's head turn, the headset sees a levelled face, and the
+    truth's landmarks are where that levelled face puts them. Not head-fixed: the 2D alignment."""
+    from revavatar.vrface.builder import frame_truth
+
+    def across_depth(v: np.ndarray) -> float:
+        v = np.asarray(v, np.float64)
+        across = (v[263] - v[33]) + (v[362] - v[133]) + (v[454] - v[234])
+        return float(across[2] / np.linalg.norm(across))
+
+    turned = _turned(face_lm, 15.0)
+    old = frame_truth(face_image, turned, layout, head_fixed=False)
+    aligned, m = layout.align_face(face_image, turned)
+    assert np.array_equal(old.gt, aligned)
+    np.testing.assert_allclose(old.canon.points, turned.transformed(m).points, atol=1e-4)
+    assert abs(across_depth(old.mesh.vertices)) > 0.2  # the turn kept as depth
+
+    fixed = frame_truth(face_image, turned, layout)
+    assert abs(across_depth(fixed.mesh.vertices)) < 1e-6
+    np.testing.assert_allclose(fixed.canon.points[:N_LANDMARKS],
+                               layout.head_to_pixel(fixed.mesh.vertices[:N_LANDMARKS]), atol=1e-3)
+    # the levelled face of the turned frame is the levelled face of the unturned one: the head
+    # turn barely moves anything in the headset's frame (the test turns about the image's vertical,
+    # not the pitched head's), where the 2D alignment moves the eyes by pixels
+    def moved(head_fixed: bool) -> np.ndarray:
+        a = frame_truth(face_image, turned, layout, head_fixed).canon.points[:N_LANDMARKS]
+        b = frame_truth(face_image, face_lm, layout, head_fixed).canon.points[:N_LANDMARKS]
+        return np.linalg.norm(a - b, axis=1)
+
+    assert np.median(moved(True)) < 0.3 < 2.0 < np.median(moved(False)), (moved(True), moved(False))
+    assert moved(True)[list(EYE_CORNERS)].max() < 0.5
+    # iris points turn with the eyes they sit in
+    for iris, corners in ((468, (33, 133)), (473, (362, 263))):
+        mid = fixed.canon.points[list(corners)].mean(0)
+        assert np.linalg.norm(fixed.canon.points[iris] - mid) < 6.0
+    # the truth is the image the levelled mesh shows, blended into the aligned frame outside it
+    render, mask = render_orthographic(face_image, fixed.mesh, layout)
+    assert fixed.gt.shape == aligned.shape and fixed.gt.dtype == np.uint8
+    deep = cv2.erode(mask.astype(np.uint8), np.ones((19, 19), np.uint8)).astype(bool)
+    assert deep.mean() > 0.3
+    assert np.abs(fixed.gt.astype(int) - render.astype(int))[deep].max() <= 1
+    assert np.array_equal(fixed.gt[~mask], aligned[~mask])

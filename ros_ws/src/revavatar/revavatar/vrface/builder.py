@@ -64,8 +64,8 @@ from revavatar.vrface.sources import (
 )
 
 __all__ = [
-    "FILE_FIELDS", "IMAGE_FORMATS", "BuildConfig", "BuildSummary", "add_arguments", "build",
-    "camera_effects", "run_from_args",
+    "FILE_FIELDS", "IMAGE_FORMATS", "BuildConfig", "BuildSummary", "FrameTruth", "add_arguments",
+    "build", "camera_effects", "frame_truth", "run_from_args",
 ]
 
 #: Per-sample file fields of an index entry (relative paths); ``reference`` lives in refs/.
@@ -101,6 +101,7 @@ class BuildConfig:
     backend: str = "mediapipe"
     chunk_size: int = 0  # samples per work unit; 0 = automatic
     contact_sheet: bool = True
+    head_fixed: bool = True  # headset turns with the head (see frame_truth); False: the old geometry
     stop_after: int | None = None  # test hook: stop after this many new samples (a "kill")
 
     def content_key(self) -> dict[str, Any]:
@@ -247,17 +248,91 @@ def _run_refs(unit: tuple[int, list[int]]) -> int:
     return len(todo)
 
 
+@dataclass(frozen=True)
+class FrameTruth:
+    """One source frame as the simulated headset sees it and as the aligners must restore it.
+
+    Attributes:
+        gt: (size, size, 3) canonical frontal face, the ground truth of every sample of the frame.
+        canon: the frame's landmarks in ``gt``'s pixels (where the truth's eyes and mouth are).
+        mesh: the head-frame surface the headset cameras render.
+    """
+
+    gt: np.ndarray
+    canon: Any  # FaceLandmarks
+    mesh: Any  # FaceMesh
+
+
+#: px over which the levelled truth blends into the aligned frame outside the mesh
+_TRUTH_FEATHER_PX: Final = 8.0
+
+
+def frame_truth(frame: np.ndarray, lm: Any, layout: Any, head_fixed: bool = True) -> FrameTruth:
+    """The mesh, ground-truth face and landmarks of one source frame.
+
+    A headset is strapped to the head: whatever way the wearer's head turns, its cameras see the
+    face from the same place. Source videos turn their heads, and a mesh lifted from a turned
+    frame keeps the turn as depth. With ``head_fixed`` the mesh is levelled first (turned as
+    :func:`revavatar.vrface.mesh.without_yaw` turns an enrolled face) and then placed on the
+    canonical template as the 2D alignment places a frontal face, so every frame is seen from
+    the calibrated camera poses; the truth is that levelled mesh seen frontally (an
+    orthographic render, blended into the 2D-aligned frame outside the mesh) and the landmarks
+    turn with it. Pitch is left alone, as in enrollment.
+
+    Without it (VR-Face before 2026-12-06) the head turns in front of a fixed headset while the
+    truth is the 2D-aligned frame, so the camera-to-truth mapping changed with every frame's yaw
+    (the aligners' gaze error grew from ~3 deg under 4 deg of yaw to 4-7 deg above it).
+    """
+    import cv2
+
+    from revavatar.vrface.mesh import FaceMesh, landmarks_to_head, level_yaw, turn_yaw
+    from revavatar.vrface.renderer import render_orthographic
+
+    aligned, m = layout.align_face(frame, lm)
+    mesh = FaceMesh.from_landmarks(lm, layout, m)
+    if not head_fixed:
+        return FrameTruth(gt=aligned, canon=lm.transformed(m), mesh=mesh)
+    yaw = level_yaw(mesh.vertices)
+    head = turn_yaw(landmarks_to_head(lm, layout, m), yaw)
+    # re-fit the 2D alignment to the levelled face: fitted to a turned one, its 5 points (the nose
+    # tip sticks out) shift and its foreshortened eye line scales the face by 1 / cos(yaw)
+    refit = layout.estimate_similarity(_head_landmarks(head, lm, layout).key_points())
+    head = _similar_head(head, refit, layout)
+    canon = _head_landmarks(head, lm, layout)
+    mesh = dataclasses.replace(
+        mesh, vertices=_similar_head(turn_yaw(mesh.vertices, yaw), refit, layout))
+    render, mask = render_orthographic(frame, mesh, layout)
+    inside = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
+    alpha = np.clip(inside / _TRUTH_FEATHER_PX, 0.0, 1.0)[..., None]
+    gt = np.rint(alpha * render + (1.0 - alpha) * aligned).astype(np.uint8)
+    return FrameTruth(gt=gt, canon=canon, mesh=mesh)
+
+
+def _head_landmarks(head: np.ndarray, lm: Any, layout: Any) -> Any:
+    """Head-frame landmark points (N, 3) as canonical-pixel landmarks of ``lm``'s scheme."""
+    from revavatar.core.landmarks import FaceLandmarks
+
+    px = layout.head_to_pixel(head)
+    return FaceLandmarks(px, np.column_stack([px, head[:, 2] / layout.mm_per_px]), lm.scheme,
+                         (layout.size, layout.size), lm.score)
+
+
+def _similar_head(head: np.ndarray, m: np.ndarray, layout: Any) -> np.ndarray:
+    """Head-frame points moved by a canonical-pixel similarity ``m`` (depth scaled with it)."""
+    a, t = np.asarray(m, np.float64)[:, :2], np.asarray(m, np.float64)[:, 2]
+    px = layout.head_to_pixel(head) @ a.T + t
+    return layout.pixel_to_head(px, np.asarray(head)[:, 2] * math.sqrt(abs(np.linalg.det(a))))
+
+
 def _frame_state(frame: np.ndarray, lm: Any, cached: dict[str, Any]) -> None:
     """Per-frame work shared by every sample of one frame (computed on its first sample)."""
     from revavatar.core.gaze import gaze_from_landmarks
-    from revavatar.vrface.mesh import FaceMesh, head_pose_deg
+    from revavatar.vrface.mesh import head_pose_deg
 
-    layout = _W["layout"]
-    gt, m = layout.align_face(frame, lm)
-    canon = lm.transformed(m)
-    gaze = gaze_from_landmarks(canon)
+    truth = frame_truth(frame, lm, _W["layout"], _W["head_fixed"])
+    gaze = gaze_from_landmarks(truth.canon)
     g = {side: [round(float(v), 3) for v in gaze[side]] for side in ("left", "right")}
-    cached.update(gt=gt, canon=canon, mesh=FaceMesh.from_landmarks(lm, layout), gaze=g,
+    cached.update(gt=truth.gt, canon=truth.canon, mesh=truth.mesh, gaze=g,
                   head_pose=[round(float(v), 3) for v in head_pose_deg(lm)], views={})
 
 
@@ -466,7 +541,7 @@ def build(config: BuildConfig, progress: bool = True) -> BuildSummary:
              "headset": str(config.headset), "layout_size": config.layout_size,
              "backend": config.backend, "seed": config.seed, "shard_size": config.shard_size,
              "png_compression": config.png_compression, "jpeg_quality": config.jpeg_quality,
-             "build_key": key}
+             "head_fixed": config.head_fixed, "build_key": key}
     cache = LandmarkCache(cache_dir, config.backend)
     dets: list[SourceLandmarks | None] = [cache.load(f) for f in files]
     missing = sorted((i for i, d in enumerate(dets) if d is None),
@@ -533,7 +608,7 @@ def build(config: BuildConfig, progress: bool = True) -> BuildSummary:
 
         write_build_sheet(out / "contact_sheet.png", files, dets, plans,  # type: ignore[arg-type]
                           Path(config.headset), layout_size=config.layout_size, views=config.views,
-                          seed=config.seed)
+                          seed=config.seed, head_fixed=config.head_fixed)
     nbytes = dataset_bytes(out, rows, FILE_FIELDS)
     stages["index_sheet_bytes"] = time.perf_counter() - t0 - sum(stages.values())
     summary = BuildSummary(
@@ -571,6 +646,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mixed: PNG targets + JPEG camera views (default); png; jpg")
     parser.add_argument("--png-compression", type=int, default=d.png_compression)
     parser.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality, help="JPEG views")
+    parser.add_argument("--head-fixed", action=argparse.BooleanOptionalAction, default=d.head_fixed,
+                        help="headset turns with the head (default); --no-head-fixed: the head turns"
+                             " in front of a fixed headset (VR-Face's geometry before 2026-12-06)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -591,7 +669,7 @@ def run_from_args(args: argparse.Namespace) -> BuildSummary:
         views=tuple(v.strip() for v in args.views.split(",") if v.strip()),
         effect_probability=args.effect_probability, effect_probs=probs,
         image_format=args.image_format, png_compression=args.png_compression,
-        jpeg_quality=args.jpeg_quality,
+        jpeg_quality=args.jpeg_quality, head_fixed=args.head_fixed,
     )
     summary = build(config, progress=not args.no_progress)
     report = {**_jsonable(asdict(summary)), "failed": len(summary.failed)}

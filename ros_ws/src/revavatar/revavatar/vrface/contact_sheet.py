@@ -80,6 +80,7 @@ def make_contact_sheet(
     effects: Sequence[str] | None = None,
     seed: int = 0,
     row_height: int = 120,
+    head_fixed: bool = True,
 ) -> np.ndarray:
     """Render the sheet for one source frame; returns a BGR image.
 
@@ -98,19 +99,19 @@ def make_contact_sheet(
             shown only on the cameras it applies to (see ``builder.camera_effects``).
         seed: seed of the effect parameters.
         row_height: pixel height of each row.
+        head_fixed: the build's head-fixed setting (:func:`revavatar.vrface.builder.frame_truth`).
     """
     from revavatar.core.calibration import load_calibration
     from revavatar.core.canonical import CanonicalLayout
-    from revavatar.vrface.builder import camera_effects
+    from revavatar.vrface.builder import camera_effects, frame_truth
     from revavatar.vrface.effects import EFFECTS, apply_effects
-    from revavatar.vrface.mesh import FaceMesh
     from revavatar.vrface.renderer import HeadsetRenderer
 
     calib = load_calibration(Path(headset)) if isinstance(headset, (str, Path)) else headset
     layout = CanonicalLayout(layout_size)
     renderer = HeadsetRenderer(calib, layout)
-    mesh = FaceMesh.from_landmarks(landmarks, layout)
-    gt, _ = layout.align_face(frame_bgr, landmarks)
+    truth = frame_truth(frame_bgr, landmarks, layout, head_fixed)
+    gt, mesh = truth.gt, truth.mesh
     gap = 4
     header_imgs = [gt] + [layout.crop_region(gt, c) for c in COLUMNS]
     rows = [_row(["ground truth", "aligned + crops"], header_imgs, row_height, gap)]

@@ -42,7 +42,10 @@ __all__ = [
     "MeshTopology",
     "SkirtConfig",
     "head_pose_deg",
+    "landmarks_to_head",
+    "level_yaw",
     "mesh_topology",
+    "turn_yaw",
     "without_yaw",
 ]
 
@@ -284,11 +287,7 @@ class FaceMesh:
             dtype=np.float64,
         )
         src = np.asarray(lm.points, dtype=np.float64)[:N_LANDMARKS, :2]
-        z_px = np.asarray(lm.points3d, dtype=np.float64)[:N_LANDMARKS, 2]
-        canon = src @ m[:, :2].T + m[:, 2]
-        z = z_px * _similarity_scale(m) * layout.mm_per_px
-        z -= z[list(EYE_CORNERS)].mean()
-        xyz = layout.pixel_to_head(canon, z)
+        xyz = landmarks_to_head(lm, layout, m)[:N_LANDMARKS]
 
         fill_xyz = [xyz[loop].mean(0) for loop in topo.holes.values()]
         fill_uv = [src[loop].mean(0) for loop in topo.holes.values()]
@@ -363,6 +362,36 @@ def head_pose_deg(lm: FaceLandmarks) -> tuple[float, float, float]:
     return _axes_to_angles(x_axis, z_axis)
 
 
+def landmarks_to_head(lm: FaceLandmarks, layout: CanonicalLayout, similarity_M: np.ndarray) -> np.ndarray:  # noqa: N803
+    """Every landmark (iris points included) in head-frame mm, placed as :meth:`FaceMesh.from_landmarks`
+    places the mesh: x, y through the similarity ``M``, z = mediapipe's depth in the same scale,
+    zero at the mean of the four eye corners."""
+    m = np.asarray(similarity_M, dtype=np.float64)
+    canon = np.asarray(lm.points, dtype=np.float64)[:, :2] @ m[:, :2].T + m[:, 2]
+    z = np.asarray(lm.points3d, dtype=np.float64)[:, 2] * _similarity_scale(m) * layout.mm_per_px
+    z -= z[list(EYE_CORNERS)].mean()
+    return layout.pixel_to_head(canon, z)
+
+
+def level_yaw(vertices: np.ndarray) -> float:
+    """The turn (radians) about the head frame's vertical axis that brings the mirror pairs of
+    :data:`_X_PAIRS` to equal depth; > 0 when the wearer's left side lies deeper."""
+    v = np.asarray(vertices, dtype=np.float64)
+    across = sum(v[b] - v[a] for a, b in _X_PAIRS)
+    return math.atan2(float(across[2]), float(across[0]))
+
+
+def turn_yaw(points: np.ndarray, yaw: float) -> np.ndarray:
+    """Head-frame points (N, 3) turned by ``yaw`` radians about the vertical axis through the origin
+    (the sense that :func:`level_yaw`'s angle undoes)."""
+    p = np.asarray(points, dtype=np.float64)
+    c, s = math.cos(yaw), math.sin(yaw)
+    out = p.copy()
+    out[:, 0] = c * p[:, 0] + s * p[:, 2]
+    out[:, 2] = -s * p[:, 0] + c * p[:, 2]
+    return out
+
+
 def without_yaw(mesh: FaceMesh) -> FaceMesh:
     """The mesh turned about the head frame's vertical axis (through the origin between the eyes)
     until its eye corners and cheeks, pairwise, lie at equal depth.
@@ -374,12 +403,6 @@ def without_yaw(mesh: FaceMesh) -> FaceMesh:
     selfie's turn into every crop. Pitch is left alone: the head frame's pitch is the
     calibration's and the simulator's definition, not a property of the face.
     """
-    v = np.asarray(mesh.vertices, dtype=np.float64)
-    across = sum(v[b] - v[a] for a, b in _X_PAIRS)
-    yaw = math.atan2(float(across[2]), float(across[0]))  # > 0: the wearer's left side deeper
-    c, s = math.cos(yaw), math.sin(yaw)
-    turned = v.copy()
-    turned[:, 0] = c * v[:, 0] + s * v[:, 2]
-    turned[:, 2] = -s * v[:, 0] + c * v[:, 2]
+    turned = turn_yaw(mesh.vertices, level_yaw(mesh.vertices))
     return FaceMesh(vertices=turned, triangles=mesh.triangles, uv=mesh.uv,
                     similarity=mesh.similarity)
