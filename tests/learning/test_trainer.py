@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from revavatar.errors import ModelLoadError
-from revavatar.learning.trainer import Checkpointer, LossLog, autocast, progress, seed_everything
+from revavatar.learning import trainer
+from revavatar.learning.trainer import Checkpointer, LossLog, autocast, progress, seed_everything, use_bf16
 
 
 def _setup(seed: int = 0):
@@ -94,3 +95,17 @@ def test_seed_and_progress():
     bar.update(2)
     assert bar.n == 6
     bar.close()
+
+
+def test_bf16_only_where_the_cpu_computes_it(monkeypatch, capsys) -> None:
+    """Emulated bf16 is an order of magnitude slower than fp32: ask for it and get fp32 (with one
+    notice) on a CPU without AVX512-BF16/AMX; get it where either is present."""
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False)
+    trainer._say_fp32.cache_clear()
+    assert not trainer.bf16_native()
+    assert use_bf16(True) is False and use_bf16(True) is False and use_bf16(False) is False
+    assert capsys.readouterr().err.count("training in fp32") == 1
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert trainer.bf16_native() and use_bf16(True) is True and use_bf16(False) is False
+    assert "fp32" not in capsys.readouterr().err

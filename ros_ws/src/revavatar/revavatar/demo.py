@@ -61,9 +61,10 @@ def simulate_session(
     """Render each frame through the headset cameras into a bag; returns frames written.
 
     Frames without a detected face are skipped (a real camera would still stream, but there is
-    no truth to compare against). The aligned true face goes on GROUND_TRUTH_TOPIC.
+    no truth to compare against). The headset turns with the head, as in a VR-Face build
+    (:func:`revavatar.vrface.builder.frame_truth`); the true face goes on GROUND_TRUTH_TOPIC.
     """
-    from revavatar.vrface.mesh import FaceMesh
+    from revavatar.vrface.builder import frame_truth
     from revavatar.vrface.renderer import HeadsetRenderer
 
     renderer = HeadsetRenderer(calibration, layout)
@@ -75,9 +76,8 @@ def simulate_session(
             if lm is None:
                 continue
             stamp = round(index * 1e9 / fps)
-            truth, m = layout.align_face(frame, lm)
-            mesh = FaceMesh.from_landmarks(lm, layout, m)
-            views = renderer.render(frame, mesh, view="front")
+            truth = frame_truth(frame, lm, layout)
+            views = renderer.render(frame, truth.mesh, view="front")
             for cam in CAMERA_NAMES:
                 cal = calibration.cameras[cam]
                 view = views[cam]
@@ -89,7 +89,7 @@ def simulate_session(
                 writer.write(
                     f"/revavatar/{cam}/camera_info", cal.camera_info(stamp, f"{cam}_optical_frame")
                 )
-            writer.write(GROUND_TRUTH_TOPIC, array_to_image(truth, "bgr8", stamp, "face"))
+            writer.write(GROUND_TRUTH_TOPIC, array_to_image(truth.gt, "bgr8", stamp, "face"))
             written += 1
     return written
 

@@ -400,12 +400,12 @@ def make_job(args: Any, region: str, kind: str, data: Any,
          lpips: torch.nn.Module) -> dict:
     """One model's training state for ``train align`` (resumed from its checkpoint if asked)."""
     from revavatar.learning.data import AlignmentPairs  # noqa: PLC0415
-    from revavatar.learning.trainer import Checkpointer, LossLog  # noqa: PLC0415
+    from revavatar.learning.trainer import Checkpointer, LossLog, use_bf16  # noqa: PLC0415
 
     name = f"{'align_ae_' if kind == 'autoencoder' else 'align_'}{region}"
     config = AlignModelConfig(region=region, kind=kind, channels=data.channels,
                               crop_size=data.crop_size, input_mode=args.input_mode,
-                              bf16=not args.no_bf16,
+                              bf16=use_bf16(not args.no_bf16),
                               tone=kind == "cyclegan" and getattr(args, "tone", False),
                               reference=bool(getattr(args, "reference", False)),
                               lambda_cycle=float(getattr(args, "lambda_cycle",

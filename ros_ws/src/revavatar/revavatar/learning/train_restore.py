@@ -18,7 +18,7 @@ from revavatar.learning.restoration_model import (
     export_generator,
     write_card,
 )
-from revavatar.learning.trainer import Checkpointer, LossLog, progress, seed_everything
+from revavatar.learning.trainer import Checkpointer, LossLog, progress, seed_everything, use_bf16
 
 __all__ = ["add_arguments", "run_from_args", "train"]
 
@@ -46,7 +46,7 @@ def train(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     run = args.runs / f"restore_{args.variant}"
-    cfg = RestoreConfig(variant=args.variant, size=args.size)
+    cfg = RestoreConfig(variant=args.variant, size=args.size, bf16=use_bf16(True))
     lp = None
     if cfg.use_lpips:
         from revavatar.learning.lpips_weights import load_lpips  # noqa: PLC0415

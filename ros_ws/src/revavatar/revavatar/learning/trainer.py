@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import os
 import random
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -54,6 +56,32 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+
+
+def bf16_native() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX).
+
+    Without it, autocast emulates bf16 and is far slower than fp32: one ``train align`` step
+    of the eye models took 40-55 s under bf16 autocast and 3 s in fp32 on an AVX2-only AMD EPYC
+    (2026-12-06), where the Xeon with AMX ran bf16 2.7x faster than fp32.
+    """
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def use_bf16(requested: bool) -> bool:
+    """``requested`` unless the CPU lacks native bf16 (then fp32, said once on stderr)."""
+    if requested and not bf16_native():
+        _say_fp32()
+        return False
+    return requested
+
+
+@functools.cache
+def _say_fp32() -> None:
+    print("bf16 autocast off: this CPU has no AVX512-BF16/AMX (emulated bf16 is much slower than "
+          "fp32); training in fp32", file=sys.stderr)
 
 
 @contextlib.contextmanager
