@@ -1,6 +1,6 @@
 """What limits the aligners' gaze error: an exact-geometry oracle on the same test samples.
 
-Usage: python benchmarks/align_gaze_floor.py [--data /tmp/vrface_front8k] [--limit 60]
+Usage: python benchmarks/align_gaze_floor.py [--data /tmp/vrface_hf8k] [--limit 60]
        [--models models] [--json OUT] [--figure PNG]
 
 A VR-Face sample is a render of the source frame's own face mesh, so the exact inverse of its
@@ -234,7 +234,7 @@ def plot_breakdown(samples: list[dict], b: dict, out: Path) -> None:
 def main() -> None:
     """Measure and print one table row per method (mean, median, p95 over both eyes)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=Path("/tmp/vrface_front8k"))
+    ap.add_argument("--data", type=Path, default=Path("/tmp/vrface_hf8k"))
     ap.add_argument("--models", type=Path, default=ROOT / "models")
     ap.add_argument("--limit", type=int, default=60)
     ap.add_argument("--json", type=Path, default=None)

@@ -1,6 +1,6 @@
 """A second gaze probe: MediaPipe's iris landmark model run on the aligned crop itself.
 
-Usage: python benchmarks/align_gaze_iris_probe.py [--data /tmp/vrface_front8k] [--limit 80]
+Usage: python benchmarks/align_gaze_iris_probe.py [--data /tmp/vrface_hf8k] [--limit 80]
        [--models models] [--json OUT]
 
 Needs ``pip install ai-edge-litert`` (the LiteRT interpreter; not a project dependency: only
@@ -150,7 +150,7 @@ def measure(data: Path, models: Path, limit: int) -> dict[str, dict[str, dict[st
 def main() -> None:
     """Measure and print one row per method: mean gaze error of each probe, both eyes."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=Path("/tmp/vrface_front8k"))
+    ap.add_argument("--data", type=Path, default=Path("/tmp/vrface_hf8k"))
     ap.add_argument("--models", type=Path, default=ROOT / "models")
     ap.add_argument("--limit", type=int, default=80)
     ap.add_argument("--json", type=Path, default=None)
