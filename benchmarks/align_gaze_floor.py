@@ -1,7 +1,7 @@
 """What limits the aligners' gaze error: an exact-geometry oracle on the same test samples.
 
 Usage: python benchmarks/align_gaze_floor.py [--data /tmp/vrface_hf8k] [--limit 60]
-       [--models models] [--json OUT] [--figure PNG]
+       [--models models] [--json OUT] [--figure PNG] [--gaze-jitter N]
 
 A VR-Face sample is a render of the source frame's own face mesh, so the exact inverse of its
 camera geometry is known: :class:`revavatar.core.alignment.SurfaceAligner` on that mesh's
@@ -51,6 +51,7 @@ from revavatar.core.canonical import CanonicalLayout
 from revavatar.core.gaze import angular_error_deg
 from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex, read_image
 from revavatar.learning.eval_align import (
+    GAZE_JITTER,
     GazeProbe,
     follow_wearer,
     method_aligners,
@@ -96,9 +97,9 @@ def _fill(crop: np.ndarray, valid: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.where(valid, crop, gt).astype(np.uint8)
 
 
-def measure(data: Path, models: Path, limit: int) -> list[dict]:
+def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER) -> list[dict]:
     """One record per sample and eye the probe could read: its camera's effects, the head pose
-    and each row's gaze error (deg)."""
+    and each row's gaze error (deg); the probe averages ``gaze_jitter`` copies (GazeProbe)."""
     index = VRFaceIndex(data)
     layout = CanonicalLayout(index.layout_size)
     files = {s.rel: s for s in scan_sources(_source_folder(index))}
@@ -111,7 +112,7 @@ def measure(data: Path, models: Path, limit: int) -> list[dict]:
     planes = {a: getattr(a, "rectifier", None) for r in _SIDE for a in aligners[r].values()}
     renderer = HeadsetRenderer(calibration, layout)
     head_fixed = bool(config.get("head_fixed", False))  # older builds: False
-    probe, rng = GazeProbe(), np.random.default_rng(0)
+    probe, rng = GazeProbe(gaze_jitter), np.random.default_rng(0)
     surfaces = ReferenceSurfaces(layout, probe.det)  # the enrollment faces, as eval align
     out: list[dict] = []
     for e in progress(len(entries), desc="gaze floor", unit="sample", iterable=entries):
@@ -239,8 +240,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=60)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--figure", type=Path, default=None, help="breakdown plot (PNG)")
+    ap.add_argument("--gaze-jitter", type=int, default=GAZE_JITTER,
+                    help="copies the gaze probe averages over (eval align --gaze-jitter)")
     args = ap.parse_args()
-    samples = measure(args.data, args.models, args.limit)
+    samples = measure(args.data, args.models, args.limit, args.gaze_jitter)
     print("| row | gaze err mean (deg) | median | p95 | n (both eyes) |")
     print("|---|---|---|---|---|")
     for name in dict.fromkeys(r for s in samples for r in s["errors"]):

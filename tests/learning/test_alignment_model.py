@@ -13,6 +13,7 @@ from revavatar.learning.alignment_model import (
     load_generator,
     lpips_input,
 )
+from revavatar.learning.networks import count_parameters
 from revavatar.learning.trainer import Checkpointer, seed_everything
 
 TINY = {"ngf": 8, "n_blocks": 1, "max_ch": 16, "ndf": 8, "ae_ngf": 8, "ae_down": 3,
@@ -121,6 +122,30 @@ def test_tone_head_starts_as_plain_generator_and_learns_a_global_gain(tmp_path):
         ck.load_weights(other.trainable(), new=("tone.",))
     with pytest.raises(ValueError, match="residual"):
         AlignmentModel(AlignModelConfig(region="left_eye", residual=False, tone=True, **TINY))
+
+
+def test_a_wider_generator_starts_as_the_stored_one_and_recruits_its_new_width(tmp_path):
+    view, target = _batch(2)
+    seed_everything(0)
+    cfg = AlignModelConfig(region="left_eye", tone=True, lr=1e-3, **TINY)
+    narrow = AlignmentModel(cfg)
+    for _ in range(2):  # trained a little, so every stored kernel is non-trivial
+        narrow.train_step(view, target)
+    ck = Checkpointer(tmp_path / "ck")
+    ck.save(7, narrow.trainable(), narrow.optimizers())
+    wide = AlignmentModel(cfg.with_(max_ch=2 * TINY["max_ch"]))
+    assert ck.load_weights(wide.trainable()) == 7
+    assert count_parameters(wide.G) > count_parameters(narrow.G)
+    with torch.no_grad():  # zero kernels from the added channels: the same function
+        assert torch.allclose(wide.G(view), narrow.G(view), atol=1e-6)
+        assert torch.allclose(wide.F(target), narrow.F(target), atol=1e-6)
+    for _ in range(2):
+        wide.train_step(view, target)
+    up = wide.G.model[wide.G._bottom][0].weight  # the first transposed conv: (in, out, ...)
+    assert up[TINY["max_ch"]:].abs().sum() > 0  # the added channels now feed the output
+    narrower = AlignmentModel(cfg.with_(max_ch=TINY["max_ch"] // 2))
+    with pytest.raises(Exception, match="do not fit"):
+        ck.load_weights(narrower.trainable())
 
 
 def test_train_align_init_from_continues_step_and_curves(tmp_path):

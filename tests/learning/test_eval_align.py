@@ -134,3 +134,21 @@ def test_card_renders_the_provenance_of_assembled_weights(tmp_path: Path) -> Non
     card = json.loads((out / "card.json").read_text())
     (out / "card.json").write_text(json.dumps({**card, "provenance": "G from step 6400"}))
     assert "- Provenance: G from step 6400" in write_card(out).read_text()
+
+
+def test_gaze_probe_averages_fixed_subpixel_copies(demo_frames: list[np.ndarray]) -> None:
+    from revavatar.learning.eval_align import GazeProbe, _jitter_moves
+
+    moves = _jitter_moves(8)
+    assert moves[0] == (0.0, 0.0, 1.0) and len(set(moves)) == 8
+    assert moves == _jitter_moves(8)  # deterministic: runs repeat exactly
+    for dx, dy, s in moves[1:]:
+        assert -0.5 <= dx < 0.5 and -0.5 <= dy < 0.5 and 0.96 <= s < 1.04
+    with pytest.raises(ValueError, match="jitter"):
+        GazeProbe(0)
+    face = demo_frames[0]
+    single, averaged = GazeProbe(1)(face, "left"), GazeProbe(4)(face, "left")
+    assert single is not None and averaged is not None
+    # the copies differ by less than a pixel: their mean stays near the single reading
+    assert max(abs(a - b) for a, b in zip(single, averaged, strict=True)) < 3.0
+    assert GazeProbe(4)(np.zeros((64, 64, 3), np.uint8), "left") is None  # no face: no gaze

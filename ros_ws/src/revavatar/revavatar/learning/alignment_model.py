@@ -408,6 +408,8 @@ def make_job(args: Any, region: str, kind: str, data: Any,
                               bf16=use_bf16(not args.no_bf16),
                               tone=kind == "cyclegan" and getattr(args, "tone", False),
                               reference=bool(getattr(args, "reference", False)),
+                              ngf=int(getattr(args, "ngf", AlignModelConfig.ngf)),
+                              max_ch=int(getattr(args, "max_ch", AlignModelConfig.max_ch)),
                               lambda_cycle=float(getattr(args, "lambda_cycle",
                                                          AlignModelConfig.lambda_cycle)),
                               lambda_focus=float(getattr(args, "lambda_focus", 0.0)))
@@ -418,7 +420,7 @@ def make_job(args: Any, region: str, kind: str, data: Any,
     if args.resume and job["ckpt"].latest() is not None:
         info = job["ckpt"].load(job["model"].trainable(), job["model"].optimizers())
         job["start"], job["wall"] = info["step"], float(info["extra"].get("wall_s", 0.0))
-    elif getattr(args, "init_from", None):  # fine-tune: earlier weights and step, new optimizer
+    elif getattr(args, "init_from", None):  # fine-tune (maybe grown): earlier weights and step
         earlier = Checkpointer(Path(args.init_from) / name)
         job["start"] = earlier.load_weights(job["model"].trainable(), new=("tone.",))
         path = earlier.latest()
@@ -449,6 +451,9 @@ def save_job(args: Any, job: dict, step: int) -> None:
            f"--threads {args.threads}" + (" --no-bf16" if args.no_bf16 else "")
            + (" --tone" if model.config.tone else "")
            + (" --reference" if model.config.reference else "")
+           + (f" --ngf {model.config.ngf}" if model.config.ngf != AlignModelConfig.ngf else "")
+           + (f" --max-ch {model.config.max_ch}"
+              if model.config.max_ch != AlignModelConfig.max_ch else "")
            + (f" --lambda-cycle {model.config.lambda_cycle:g}"
               if model.config.lambda_cycle != AlignModelConfig.lambda_cycle else "")
            + (f" --lambda-focus {model.config.lambda_focus:g}" if model.config.lambda_focus else "")

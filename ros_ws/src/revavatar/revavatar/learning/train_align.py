@@ -65,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", action="store_true",
                         help="the generators also see the enrolled wearer's crop (the sample's "
                              "DP reference), which fills what the camera cannot see")
+    parser.add_argument("--ngf", type=int, default=AlignModelConfig.ngf,
+                        help="CycleGAN generators' first-layer width, doubled per downsampling "
+                             "(default %(default)d)")
+    parser.add_argument("--max-ch", type=int, default=AlignModelConfig.max_ch,
+                        help="CycleGAN generators' channel cap (default %(default)d); with "
+                             "--init-from, a wider --ngf / --max-ch grows the stored model")
     parser.add_argument("--init-from", default=None,
                         help="checkpoint root of an earlier run: start each model from its "
                              "weights and step (new parameters fresh) when --resume finds none")

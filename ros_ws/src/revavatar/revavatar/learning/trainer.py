@@ -168,10 +168,11 @@ class Checkpointer:
         """Start ``modules`` from the newest checkpoint's weights only (no optimizer, no RNG).
 
         For fine-tuning a grown architecture: parameters whose names start with one of ``new``
-        may be absent from the checkpoint (they keep their fresh initialisation), and a
-        convolution that now takes more input channels gets the stored kernel for the first ones
-        and zeros for the added ones (:func:`_grow_inputs`), so the grown network starts as the
-        stored one; anything else that does not fit is an error. Returns the checkpoint's step.
+        may be absent from the checkpoint (they keep their fresh initialisation), and a layer that
+        is now wider (more inputs and/or outputs, :func:`_grow`) gets the stored weights in its
+        leading slice, zeros from the added inputs to the stored outputs and fresh weights for
+        the added outputs, so the grown network starts as the stored one; anything else that
+        does not fit is an error. Returns the checkpoint's step.
 
         Raises:
             ModelLoadError: no checkpoint, or weights that do not fit.
@@ -192,7 +193,7 @@ class Checkpointer:
             prefix = f"{name}."
             sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
             if new is not None:
-                sd = _grow_inputs(sd, mod.state_dict())
+                sd = _grow(sd, mod)
             try:
                 missing, unexpected = mod.load_state_dict(sd, strict=new is None)
             except RuntimeError as err:
@@ -318,17 +319,40 @@ class LossLog:
         return out
 
 
-def _grow_inputs(stored: dict[str, torch.Tensor],
-                 wanted: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Stored conv kernels (out, in, kh, kw) whose module now has more input channels, zero-padded
-    along ``in``; every other tensor as stored. Zero weights on the new inputs keep the function
-    the stored network computed, so a fine-tune adds an input without losing what was learned."""
+def _io_dims(module: nn.Module) -> dict[str, tuple[int, int]]:
+    """Parameter name -> (output dim, input dim) of every weight of a conv or linear layer."""
+    dims: dict[str, tuple[int, int]] = {}
+    for name, m in module.named_modules():
+        if isinstance(m, nn.ConvTranspose2d):  # kernel (in, out, kh, kw)
+            dims[f"{name}.weight" if name else "weight"] = (1, 0)
+        elif isinstance(m, (nn.Conv2d, nn.Linear)):  # kernel (out, in, ...)
+            dims[f"{name}.weight" if name else "weight"] = (0, 1)
+    return dims
+
+
+def _grow(stored: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
+    """Stored tensors fitted to a ``module`` whose layers may have grown wider.
+
+    A tensor the module holds larger in some dimensions (never smaller) becomes the module's fresh
+    tensor with the stored one in its leading slice and, for a conv or linear kernel, zeros from
+    the added inputs to the stored outputs. Stored outputs then see exactly what they saw before
+    and added outputs feed nothing stored, so the grown network computes the stored function; the
+    zero kernels still get gradients (the added features are not zero), so training recruits the
+    new width. Tensors that match, or cannot grow into the module's, are passed through as stored
+    (``load_state_dict`` reports those)."""
+    wanted, dims = module.state_dict(), _io_dims(module)
     out = dict(stored)
     for k, v in stored.items():
         w = wanted.get(k)
-        if (w is not None and v.ndim == 4 and w.ndim == 4 and w.shape[1] > v.shape[1]
-                and w.shape[0] == v.shape[0] and w.shape[2:] == v.shape[2:]):
-            grown = torch.zeros(w.shape, dtype=v.dtype)
-            grown[:, : v.shape[1]] = v
-            out[k] = grown
+        if (w is None or w.shape == v.shape or w.ndim != v.ndim
+                or any(a < b for a, b in zip(w.shape, v.shape, strict=True))):
+            continue
+        grown = w.detach().clone().to(v.dtype)
+        grown[tuple(slice(0, n) for n in v.shape)] = v
+        if k in dims:
+            o, i = dims[k]
+            cut = [slice(None)] * v.ndim
+            cut[o], cut[i] = slice(0, v.shape[o]), slice(v.shape[i], None)
+            grown[tuple(cut)] = 0
+        out[k] = grown
     return out
