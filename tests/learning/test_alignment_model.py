@@ -165,12 +165,14 @@ def test_train_align_init_from_continues_step_and_curves(tmp_path):
         [*base, "--steps", "2", "--ckpt-root", str(tmp_path / "a"), "--out", str(tmp_path / "m1")]))
     run_from_args(parser.parse_args(
         [*base, "--steps", "4", "--ckpt-root", str(tmp_path / "b"), "--out", str(tmp_path / "m2"),
-         "--tone", "--lambda-cycle", "2", "--init-from", str(tmp_path / "a")]))
+         "--tone", "--lambda-cycle", "2", "--lambda-gan", "0.5", "--max-ch", "64",
+         "--init-from", str(tmp_path / "a")]))
     card = json.loads((tmp_path / "m2" / "align_left_eye" / "card.json").read_text())
     assert card["steps"] == 4 and card["config"]["tone"] is True
-    assert card["config"]["lambda_cycle"] == 2.0
+    assert card["config"]["lambda_cycle"] == 2.0 and card["config"]["lambda_gan"] == 0.5
+    assert card["config"]["max_ch"] == 64  # grown from the default 48
     assert card["fine_tuned_from"].endswith("step_00000002")
-    assert "--tone --lambda-cycle 2 --init-from" in card["command"]
+    assert "--tone --max-ch 64 --lambda-cycle 2 --lambda-gan 0.5 --init-from" in card["command"]
     assert "--lambda-focus" not in card["command"] and card["config"]["lambda_focus"] == 0
     with (tmp_path / "b" / "align_left_eye" / "losses.csv").open() as fh:
         assert [r["step"] for r in csv.DictReader(fh)] == ["1", "2", "3", "4"]

@@ -47,6 +47,8 @@ def test_eval_align_schema_and_gaze_reference(tiny_build: Path) -> None:
                 assert fig["gaze_error_deg"] is None and "opening_psnr" not in fig
             else:
                 assert fig["gaze_error_deg"]["mean"] >= 0.0
+                assert set(fig["gaze_bias_deg"]) == {"yaw", "pitch"}
+                assert all(np.isfinite(v) for v in fig["gaze_bias_deg"].values())
                 assert 5.0 < fig["opening_psnr"] <= 100.0
     # what the gaze figure resolves: only the eye regions, both perturbations of the truth
     assert set(res["gaze_reference"]) == {"left_eye", "right_eye"}
@@ -69,11 +71,14 @@ def test_markdown_table_bolds_best_per_region() -> None:
                                            "gt_noise_2": None}}}
     res["regions"]["left_eye"]["homography"]["opening_psnr"] = 12.0
     res["regions"]["left_eye"]["cyclegan"]["opening_psnr"] = 15.0
+    res["regions"]["left_eye"]["cyclegan"]["gaze_bias_deg"] = {"yaw": -0.5, "pitch": 1.25}
     lines = markdown_table(res).splitlines()
     assert lines[2].startswith("| left_eye | homography | 0.400 |") and "| 6.00 |" in lines[2]
     assert "| **0.300** | 12.00 | 6.00 |" in lines[2]  # LPIPS ties: both bold
-    assert "| **0.600** |" in lines[3] and "| **15.00** | **3.00** | 6.00 |" in lines[3]
-    assert "| **0.700** |" in lines[4] and lines[4].endswith("| - | - | - | 5 |")
+    assert "| **0.600** |" in lines[3]
+    assert "| **15.00** | **3.00** | 6.00 | -0.50 / +1.25 |" in lines[3]
+    assert lines[2].endswith("| 12.00 | 6.00 | 12.00 | - | 5 |")  # no bias measured: a dash
+    assert "| **0.700** |" in lines[4] and lines[4].endswith("| - | - | - | - | 5 |")
     assert "| left_eye | gt_shift_1px | 1.20 | 3.00 | 5 |" in lines
     assert not any("gt_noise_2" in line for line in lines)  # nothing measured, no row
 

@@ -412,6 +412,8 @@ def make_job(args: Any, region: str, kind: str, data: Any,
                               max_ch=int(getattr(args, "max_ch", AlignModelConfig.max_ch)),
                               lambda_cycle=float(getattr(args, "lambda_cycle",
                                                          AlignModelConfig.lambda_cycle)),
+                              lambda_gan=float(getattr(args, "lambda_gan",
+                                                       AlignModelConfig.lambda_gan)),
                               lambda_focus=float(getattr(args, "lambda_focus", 0.0)))
     job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
            "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
@@ -456,6 +458,8 @@ def save_job(args: Any, job: dict, step: int) -> None:
               if model.config.max_ch != AlignModelConfig.max_ch else "")
            + (f" --lambda-cycle {model.config.lambda_cycle:g}"
               if model.config.lambda_cycle != AlignModelConfig.lambda_cycle else "")
+           + (f" --lambda-gan {model.config.lambda_gan:g}"
+              if model.config.lambda_gan != AlignModelConfig.lambda_gan else "")
            + (f" --lambda-focus {model.config.lambda_focus:g}" if model.config.lambda_focus else "")
            + (f" --init-from {args.init_from}" if job.get("init_from") else ""))
     export_aligner(model, Path(args.out) / job["name"], {

@@ -220,10 +220,14 @@ def _stats(errors: list[float]) -> dict[str, float] | None:
              "n": len(errors)} if errors else None)
 
 
-def _summary(vals: dict[str, list[float]], gaze: list[float], region: str) -> dict[str, Any]:
+def _summary(vals: dict[str, list[float]], gaze: list[float], region: str,
+             bias: list[tuple[float, float]]) -> dict[str, Any]:
     res: dict[str, Any] = {k: float(np.mean(v)) for k, v in vals.items()}
     stats = _stats(gaze) if region in _SIDE else None
     res["gaze_error_deg"] = None if stats is None else {"mean": stats["mean"], "p95": stats["p95"]}
+    if stats is not None:  # signed mean: a systematic turn of the aligned eye, not scatter
+        yaw, pitch = np.mean(np.asarray(bias), axis=0)
+        res["gaze_bias_deg"] = {"yaw": float(yaw), "pitch": float(pitch)}
     res["n"] = len(vals["ssim"])
     if region in _SIDE and len(gaze) < res["n"]:
         print(f"eval align: {region}: gaze measured on {len(gaze)} of {res['n']} samples "
@@ -233,12 +237,13 @@ def _summary(vals: dict[str, list[float]], gaze: list[float], region: str) -> di
 
 def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None,
              split: str = "test", figure: Path | None = None,
-             views: tuple[str, ...] | None = None,
-             gaze_jitter: int = GAZE_JITTER) -> dict[str, Any]:
+             views: tuple[str, ...] | None = None, gaze_jitter: int = GAZE_JITTER,
+             regions: tuple[str, ...] = _REGIONS) -> dict[str, Any]:
     """Metrics per region and method (see the module docstring); optionally a qualitative PNG.
 
     ``views`` keeps only samples rendered from those VR-Face views (e.g. ``("front",)``);
-    ``gaze_jitter``: copies the gaze probe averages over (:class:`GazeProbe`).
+    ``gaze_jitter``: copies the gaze probe averages over (:class:`GazeProbe`); ``regions``: the
+    regions to evaluate (canonical order).
     """
     import torch  # noqa: PLC0415
 
@@ -262,7 +267,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     result: dict[str, Any] = {"regions": {}, "gaze_reference": {}}
     rows: dict[str, list[list[np.ndarray]]] = {}
     calibration = index.calibration()
-    for region in _REGIONS:
+    for region in (r for r in _REGIONS if r in regions):
         aligners = method_aligners(region, calibration, models, layout)
         methods = ["homography", "surface", "dp", "homography+dp",
                    *(m for m in aligners if m != "homography")]
@@ -270,6 +275,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
         gray = True
         vals = {m: {"ssim": [], "psnr": [], "lpips": []} for m in methods}
         gaze: dict[str, list[float]] = {m: [] for m in methods}
+        bias: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
         floor: dict[str, list[float]] = {r: [] for r in TRUTH_PERTURBATIONS}
         box = layout.region(region).box_px
         for k, e in enumerate(progress(len(entries), desc=f"eval align {region}", unit="sample",
@@ -311,13 +317,14 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                     got = gazer(paste_into_face(face, crop, box), side)
                     if got is not None:
                         gaze[m].append(angular_error_deg(got, ref))
+                        bias[m].append((got[0] - ref[0], got[1] - ref[1]))
             if figure is not None and k < 4:
                 blank = np.zeros_like(gt)  # a method without a crop here keeps its column
                 rows.setdefault(region, []).append(
                     [cv2.resize(frame, gt.shape[1::-1]), *(crops.get(m, blank) for m in methods),
                      gt])
-        result["regions"][region] = {m: _summary(vals[m], gaze[m], region) for m in methods
-                                     if vals[m]["ssim"]}
+        result["regions"][region] = {m: _summary(vals[m], gaze[m], region, bias[m])
+                                     for m in methods if vals[m]["ssim"]}
         if region in _SIDE:
             result["gaze_reference"][region] = {k: _stats(v) for k, v in floor.items()}
     if figure is not None:
@@ -328,7 +335,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
 def markdown_table(result: dict[str, Any]) -> str:
     """The result as the Markdown tables of reports/alignment.md (best per region bold)."""
     lines = ["| region | method | SSIM | PSNR (dB) | LPIPS | eye-opening PSNR (dB) "
-             "| gaze err mean (deg) | gaze err p95 (deg) | n |", "|---" * 9 + "|"]
+             "| gaze err mean (deg) | gaze err p95 (deg) | gaze bias yaw / pitch (deg) | n |",
+             "|---" * 10 + "|"]
     for region, methods in result["regions"].items():
         best = {}
         for k, pick in (("ssim", max), ("psnr", max), ("lpips", min), ("opening_psnr", max)):
@@ -347,6 +355,8 @@ def markdown_table(result: dict[str, Any]) -> str:
             else:
                 mean = f"{g['mean']:.2f}"
                 cells += [f"**{mean}**" if g["mean"] == min(gazes) else mean, f"{g['p95']:.2f}"]
+            b = f.get("gaze_bias_deg")
+            cells.append("-" if b is None else f"{b['yaw']:+.2f} / {b['pitch']:+.2f}")
             lines.append(f"| {region} | {m} | {' | '.join(cells)} | {f['n']} |")
     refs = result.get("gaze_reference") or {}
     if refs:
@@ -377,7 +387,12 @@ def _figure(rows: dict[str, list[list[np.ndarray]]], path: Path, methods: list[s
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``revavatar eval align``."""
+    from revavatar.learning.train_align import parse_regions  # noqa: PLC0415
+
     parser.add_argument("--data", required=True, help="VR-Face build, or source folder (MANIFEST)")
+    parser.add_argument("--region", default=_REGIONS, type=parse_regions,
+                        help="left_eye, right_eye, lower_face, a comma list of them, or all "
+                             "(default)")
     parser.add_argument("--limit", type=int, default=None, help="samples (evenly spread)")
     parser.add_argument("--json", default=None, help="write the metrics JSON here")
     parser.add_argument("--models", default="models", help="folder with align_* models")
@@ -400,7 +415,8 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     views = tuple(v.strip() for v in args.views.split(",")) if args.views else None
     res = evaluate(data, Path(args.models), args.limit, args.split,
                    Path(args.figure) if args.figure else None, views,
-                   gaze_jitter=getattr(args, "gaze_jitter", GAZE_JITTER))
+                   gaze_jitter=getattr(args, "gaze_jitter", GAZE_JITTER),
+                   regions=getattr(args, "region", _REGIONS))
     text = json.dumps(res, indent=1)
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
@@ -419,6 +435,8 @@ def _command(args: argparse.Namespace) -> str:
                                        if getattr(args, k, None)]
     jitter = getattr(args, "gaze_jitter", GAZE_JITTER)
     flags += [f"--gaze-jitter {jitter}"] if jitter != GAZE_JITTER else []
+    regions = tuple(getattr(args, "region", _REGIONS))
+    flags += [f"--region {','.join(regions)}"] if regions != _REGIONS else []
     return f"revavatar eval align {' '.join(flags)} ({args.split} split)"
 
 

@@ -18,28 +18,28 @@ from revavatar.learning.alignment_model import AlignModelConfig, make_job, save_
 from revavatar.learning.data import INPUT_MODES, AlignmentPairs
 from revavatar.learning.trainer import progress, seed_everything
 
-__all__ = ["add_arguments", "run_from_args"]
-_REGIONS = ("left_eye", "right_eye", "lower_face")
+__all__ = ["REGIONS", "add_arguments", "parse_regions", "run_from_args"]
+REGIONS = ("left_eye", "right_eye", "lower_face")
 _KINDS = ("cyclegan", "autoencoder")
 
 
-def _regions(text: str) -> tuple[str, ...]:
+def parse_regions(text: str) -> tuple[str, ...]:
     """``--region``: one region, a comma list, or ``all`` -> the regions in canonical order."""
     if text == "all":
-        return _REGIONS
+        return REGIONS
     names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in _REGIONS]
+    bad = [n for n in names if n not in REGIONS]
     if bad or not names:
         msg = (f"unknown region(s) {', '.join(bad) or repr(text)}; expected "
-               f"{', '.join(_REGIONS)} or all")
+               f"{', '.join(REGIONS)} or all")
         raise argparse.ArgumentTypeError(msg)
-    return tuple(r for r in _REGIONS if r in names)
+    return tuple(r for r in REGIONS if r in names)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``revavatar train align``."""
-    parser.add_argument("--region", required=True, type=_regions,
-                        help=f"{', '.join(_REGIONS)}, a comma list of them, or all")
+    parser.add_argument("--region", required=True, type=parse_regions,
+                        help=f"{', '.join(REGIONS)}, a comma list of them, or all")
     parser.add_argument("--data", required=True, help="VR-Face build folder")
     parser.add_argument("--kind", default="cyclegan", choices=(*_KINDS, "all"))
     parser.add_argument("--steps", type=int, default=3000, help="total steps per model")
@@ -62,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambda-cycle", type=float, default=AlignModelConfig.lambda_cycle,
                         help="CycleGAN cycle-consistency weight (default %(default)g, as in "
                              "CycleGAN; identity is half of it)")
+    parser.add_argument("--lambda-gan", type=float, default=AlignModelConfig.lambda_gan,
+                        help="CycleGAN adversarial weight (default %(default)g)")
     parser.add_argument("--reference", action="store_true",
                         help="the generators also see the enrolled wearer's crop (the sample's "
                              "DP reference), which fills what the camera cannot see")
