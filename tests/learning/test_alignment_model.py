@@ -251,3 +251,32 @@ def test_reference_model_grows_from_a_plain_one_and_exports_two_inputs(tmp_path,
     np.testing.assert_allclose(got, want, atol=1e-4)
     g, cfg = load_generator(out)
     assert cfg.reference and g(torch.cat([view, reference], 1)).shape == view.shape
+
+
+def test_iris_centre_finds_the_dark_disk_in_the_opening_and_trains_toward_it():
+    from revavatar.learning.alignment_model import iris_centre
+
+    h, w = 48, 64
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+
+    def eye(cx: float, cy: float) -> torch.Tensor:  # bright sclera, dark iris disk, in [-1, 1]
+        disk = ((xx - cx) ** 2 + (yy - cy) ** 2 <= 16).float()
+        return (0.6 - 1.4 * disk).view(1, 1, h, w)
+
+    focus = torch.zeros(1, 1, h, w)
+    focus[..., 12:36, 10:54] = 1.0
+    dark_outside = eye(30, 24)
+    dark_outside[..., 0:4, 0:4] = -1.0  # darker than the iris, but outside the opening
+    c = iris_centre(dark_outside, focus, tau=0.1)[0]
+    assert torch.allclose(c, torch.tensor([30.0, 24.0]), atol=0.3)
+    moved = iris_centre(eye(36.5, 21), focus, tau=0.1)[0]
+    assert torch.allclose(moved, torch.tensor([36.5, 21.0]), atol=0.3)
+    # the term is trained on and reported, in the log and the card
+    from revavatar.learning.alignment_model import _losses
+
+    seed_everything(0)
+    view, target = _batch()
+    model = AlignmentModel(AlignModelConfig(region="left_eye", lambda_iris=1.0, **TINY))
+    losses = model.train_step(view, target, torch.ones(4, 1, 48, 64))
+    assert losses["iris_px"] >= 0.0
+    assert "iris-centre distance" in _losses(model.config.to_dict())

@@ -38,7 +38,7 @@ from revavatar.learning.networks import GANLoss, define_discriminator, define_ge
 from revavatar.learning.trainer import autocast
 
 __all__ = ["KINDS", "AlignModelConfig", "AlignmentModel", "export_aligner", "load_generator",
-           "lpips_input", "make_job", "save_job",
+           "iris_centre", "lpips_input", "make_job", "save_job",
            "write_card"]
 
 #: model kinds (the ``method`` a trained aligner reports)
@@ -72,6 +72,8 @@ class AlignModelConfig:
     lambda_l1: float = 10.0
     lambda_lpips: float = 1.0
     lambda_focus: float = 0.0  # extra L1 on the eye opening (data.focus_mask), paired term
+    lambda_iris: float = 0.0  # distance of the dark-mass centres on the eye opening (iris_centre)
+    iris_tau: float = 0.1  # softness of iris_centre (tensor units, [-1, 1] range)
     gan_mode: str = "lsgan"
     bf16: bool = True
 
@@ -96,6 +98,24 @@ class AlignModelConfig:
     def with_(self, **kw: Any) -> AlignModelConfig:
         """A copy with some fields changed."""
         return replace(self, **kw)
+
+
+def iris_centre(img: torch.Tensor, focus: torch.Tensor, tau: float) -> torch.Tensor:
+    """(N, 2) soft centre (x, y px) of the dark mass inside the eye opening of (N, C, H, W) crops.
+
+    Gaze is the iris's place between the eye corners; a misplaced iris changes few pixels, which
+    crop-wide (and even opening-wide) L1 barely weighs. In the opening (``focus``, the truth's lid
+    hull) the iris and pupil are the darkest pixels, so a softmax of -brightness / ``tau`` there
+    puts nearly all weight on them, and its centre of mass is a differentiable iris position.
+    Computed the same way on the aligned crop and the truth, it needs no landmark model.
+    """
+    gray = img.mean(dim=1)
+    n, h, w = gray.shape
+    logits = -gray / tau + torch.log(focus[:, 0].clamp_min(1e-6))
+    weights = torch.softmax(logits.reshape(n, -1), dim=1).reshape(n, h, w)
+    ys = torch.arange(h, dtype=weights.dtype, device=weights.device)
+    xs = torch.arange(w, dtype=weights.dtype, device=weights.device)
+    return torch.stack([(weights.sum(1) * xs).sum(1), (weights.sum(2) * ys).sum(1)], dim=1)
 
 
 def lpips_input(x: torch.Tensor) -> torch.Tensor:
@@ -178,6 +198,10 @@ class AlignmentModel(nn.Module):
         if focus is not None and c.lambda_focus > 0:  # mean error on the eye opening
             w = focus.expand_as(err)
             out["focus_l1"] = (err * w).sum() / w.sum().clamp_min(1.0)
+        if focus is not None and c.lambda_iris > 0:
+            moved = iris_centre(fake.float(), focus, c.iris_tau)
+            truth = iris_centre(target, focus, c.iris_tau).detach()
+            out["iris_px"] = (moved - truth).norm(dim=1).mean()
         if self.lpips is not None and c.lambda_lpips > 0:
             out["lpips"] = self.lpips(lpips_input(fake), lpips_input(target)).mean()
         return out
@@ -185,7 +209,8 @@ class AlignmentModel(nn.Module):
     def _paired_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
         c = self.config
         return (c.lambda_l1 * terms.get("l1", 0.0) + c.lambda_lpips * terms.get("lpips", 0.0)
-                + c.lambda_focus * terms.get("focus_l1", 0.0))
+                + c.lambda_focus * terms.get("focus_l1", 0.0)
+                + c.lambda_iris * terms.get("iris_px", 0.0))
 
     def forward(self, view: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """Aligned crop for a batch of model inputs (the deployed path)."""
@@ -237,7 +262,7 @@ class AlignmentModel(nn.Module):
             if lam_idt > 0:
                 terms["idt"] = (F.l1_loss(self.G(self._g_in(target, reference)).float(), target)
                                 + F.l1_loss(self.F(view).float(), view))
-            if c.lambda_l1 > 0 or c.lambda_lpips > 0 or c.lambda_focus > 0:
+            if c.lambda_l1 > 0 or c.lambda_lpips > 0 or c.lambda_focus > 0 or c.lambda_iris > 0:
                 terms.update(self._paired(fake_t, target, focus))
         loss_g = (c.lambda_gan * g_gan + c.lambda_cycle * cyc + lam_idt * terms.get("idt", 0.0)
                   + self._paired_loss(terms))
@@ -387,6 +412,8 @@ def _arch(c: dict[str, Any]) -> str:
 def _losses(c: dict[str, Any]) -> str:
     focus = (f" + {c['lambda_focus']:g} L1 on the eye opening (landmark mask)"
              if c.get("lambda_focus") else "")
+    focus += (f" + {c['lambda_iris']:g} x iris-centre distance (px; dark-mass centre on the "
+              f"opening, tau {c.get('iris_tau', 0.1):g})" if c.get("lambda_iris") else "")
     if c["kind"] == "autoencoder":
         return f"{c['lambda_l1']} L1 + {c['lambda_lpips']} LPIPS(alex){focus}, paired"
     return (f"{c['gan_mode']} GAN x{c['lambda_gan']}, cycle x{c['lambda_cycle']}, identity "
@@ -414,7 +441,8 @@ def make_job(args: Any, region: str, kind: str, data: Any,
                                                          AlignModelConfig.lambda_cycle)),
                               lambda_gan=float(getattr(args, "lambda_gan",
                                                        AlignModelConfig.lambda_gan)),
-                              lambda_focus=float(getattr(args, "lambda_focus", 0.0)))
+                              lambda_focus=float(getattr(args, "lambda_focus", 0.0)),
+                              lambda_iris=float(getattr(args, "lambda_iris", 0.0)))
     job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
            "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
            "val": AlignmentPairs(args.data, region, "val", input_mode=args.input_mode, limit=32,
@@ -461,6 +489,7 @@ def save_job(args: Any, job: dict, step: int) -> None:
            + (f" --lambda-gan {model.config.lambda_gan:g}"
               if model.config.lambda_gan != AlignModelConfig.lambda_gan else "")
            + (f" --lambda-focus {model.config.lambda_focus:g}" if model.config.lambda_focus else "")
+           + (f" --lambda-iris {model.config.lambda_iris:g}" if model.config.lambda_iris else "")
            + (f" --init-from {args.init_from}" if job.get("init_from") else ""))
     export_aligner(model, Path(args.out) / job["name"], {
         "data": str(Path(args.data).resolve()), "train_samples": len(job["data"]),

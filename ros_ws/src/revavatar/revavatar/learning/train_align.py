@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lambda-focus", type=float, default=0.0,
                         help="weight of an extra L1 on the eye opening (landmark mask); "
                              "0 = off")
+    parser.add_argument("--lambda-iris", type=float, default=0.0,
+                        help="weight of the distance (px) between the aligned and true iris "
+                             "centres (dark-mass centre on the eye opening); 0 = off")
     parser.add_argument("--lambda-cycle", type=float, default=AlignModelConfig.lambda_cycle,
                         help="CycleGAN cycle-consistency weight (default %(default)g, as in "
                              "CycleGAN; identity is half of it)")
