@@ -166,16 +166,23 @@ def test_train_align_init_from_continues_step_and_curves(tmp_path):
     run_from_args(parser.parse_args(
         [*base, "--steps", "4", "--ckpt-root", str(tmp_path / "b"), "--out", str(tmp_path / "m2"),
          "--tone", "--lambda-cycle", "2", "--lambda-gan", "0.5", "--max-ch", "64",
+         "--lambda-ssim", "3", "--lr", "1e-4", "--lr-origin", "2",
          "--init-from", str(tmp_path / "a")]))
     card = json.loads((tmp_path / "m2" / "align_left_eye" / "card.json").read_text())
     assert card["steps"] == 4 and card["config"]["tone"] is True
     assert card["config"]["lambda_cycle"] == 2.0 and card["config"]["lambda_gan"] == 0.5
     assert card["config"]["max_ch"] == 64  # grown from the default 48
     assert card["fine_tuned_from"].endswith("step_00000002")
-    assert "--tone --max-ch 64 --lambda-cycle 2 --lambda-gan 0.5 --init-from" in card["command"]
+    assert ("--tone --max-ch 64 --lambda-cycle 2 --lambda-gan 0.5 --lambda-ssim 3 --lr 0.0001 "
+            "--lr-origin 2 --init-from") in card["command"]
+    assert card["config"]["lambda_ssim"] == 3.0 and card["lr_origin"] == 2
+    readme = (tmp_path / "m2" / "align_left_eye" / "README.md").read_text()
+    assert "3 x (1 - SSIM)" in readme and "restarted at step 2" in readme
     assert "--lambda-focus" not in card["command"] and card["config"]["lambda_focus"] == 0
     with (tmp_path / "b" / "align_left_eye" / "losses.csv").open() as fh:
-        assert [r["step"] for r in csv.DictReader(fh)] == ["1", "2", "3", "4"]
+        rows = list(csv.DictReader(fh))
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4"]
+    assert [bool(r.get("dssim")) for r in rows] == [False, False, True, True]  # logged once on
 
 
 @pytest.mark.parametrize("kind", ["cyclegan", "autoencoder"])
@@ -280,3 +287,14 @@ def test_iris_centre_finds_the_dark_disk_in_the_opening_and_trains_toward_it():
     losses = model.train_step(view, target, torch.ones(4, 1, 48, 64))
     assert losses["iris_px"] >= 0.0
     assert "iris-centre distance" in _losses(model.config.to_dict())
+
+
+def test_lr_schedule_restarts_at_its_origin():
+    from revavatar.learning.train_align import lr_schedule
+
+    plain = [lr_schedule(s, 100) for s in range(1, 101)]
+    assert plain[:51] == [1.0] * 51 and plain[-1] == pytest.approx(0.02)
+    assert all(a >= b for a, b in zip(plain, plain[1:]))  # never rises
+    restarted = [lr_schedule(s, 1200, origin=1000) for s in range(1001, 1201)]
+    assert restarted == pytest.approx([lr_schedule(s, 200) for s in range(1, 201)])
+    assert lr_schedule(1001, 1200) < 0.5 < lr_schedule(1001, 1200, origin=1000)

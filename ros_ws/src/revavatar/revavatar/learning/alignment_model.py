@@ -35,6 +35,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from revavatar.learning.networks import GANLoss, define_discriminator, define_generator
+from revavatar.learning.ssim_loss import ssim
 from revavatar.learning.trainer import autocast
 
 __all__ = ["KINDS", "AlignModelConfig", "AlignmentModel", "export_aligner", "load_generator",
@@ -74,6 +75,7 @@ class AlignModelConfig:
     lambda_focus: float = 0.0  # extra L1 on the eye opening (data.focus_mask), paired term
     lambda_iris: float = 0.0  # distance of the dark-mass centres on the eye opening (iris_centre)
     iris_tau: float = 0.1  # softness of iris_centre (tensor units, [-1, 1] range)
+    lambda_ssim: float = 0.0  # 1 - SSIM (luma, the eval's definition: learning.ssim_loss)
     gan_mode: str = "lsgan"
     bf16: bool = True
 
@@ -204,13 +206,16 @@ class AlignmentModel(nn.Module):
             out["iris_px"] = (moved - truth).norm(dim=1).mean()
         if self.lpips is not None and c.lambda_lpips > 0:
             out["lpips"] = self.lpips(lpips_input(fake), lpips_input(target)).mean()
+        if c.lambda_ssim > 0:
+            out["dssim"] = 1.0 - ssim(fake, target).mean()
         return out
 
     def _paired_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
         c = self.config
         return (c.lambda_l1 * terms.get("l1", 0.0) + c.lambda_lpips * terms.get("lpips", 0.0)
                 + c.lambda_focus * terms.get("focus_l1", 0.0)
-                + c.lambda_iris * terms.get("iris_px", 0.0))
+                + c.lambda_iris * terms.get("iris_px", 0.0)
+                + c.lambda_ssim * terms.get("dssim", 0.0))
 
     def forward(self, view: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """Aligned crop for a batch of model inputs (the deployed path)."""
@@ -262,7 +267,8 @@ class AlignmentModel(nn.Module):
             if lam_idt > 0:
                 terms["idt"] = (F.l1_loss(self.G(self._g_in(target, reference)).float(), target)
                                 + F.l1_loss(self.F(view).float(), view))
-            if c.lambda_l1 > 0 or c.lambda_lpips > 0 or c.lambda_focus > 0 or c.lambda_iris > 0:
+            if c.lambda_l1 > 0 or c.lambda_lpips > 0 or c.lambda_focus > 0 or c.lambda_iris > 0 \
+                    or c.lambda_ssim > 0:
                 terms.update(self._paired(fake_t, target, focus))
         loss_g = (c.lambda_gan * g_gan + c.lambda_cycle * cyc + lam_idt * terms.get("idt", 0.0)
                   + self._paired_loss(terms))
@@ -378,10 +384,10 @@ def write_card(out: str | Path) -> Path:
         f"- Data: VR-Face build `{card.get('data')}`, train split "
         f"({card.get('train_samples')} samples), identity-disjoint val/test.",
         f"- Training: {card.get('steps')} steps, batch {card.get('batch')}, Adam lr {c['lr']} "
-        f"(linear decay over the second half), CPU {card.get('threads')} threads, "
+        f"({_schedule(card)}), CPU {card.get('threads')} threads, "
         f"{'bf16 autocast' if c['bf16'] else 'fp32'}, wall time {card.get('wall_s')} s.",
         *([f"- Fine-tuned from `{card['fine_tuned_from']}` (its weights and step, a fresh Adam; "
-           "the learning rate follows the schedule above from that step)."]
+           "the learning rate follows the schedule above)."]
           if card.get("fine_tuned_from") else []),
         *([f"- Provenance: {card['provenance']}"] if card.get("provenance") else []),
         f"- Command: `{card.get('command')}`",
@@ -399,6 +405,14 @@ def write_card(out: str | Path) -> Path:
     return out / "README.md"
 
 
+def _schedule(card: dict[str, Any]) -> str:
+    origin = int(card.get("lr_origin") or 0)
+    if not origin:
+        return "linear decay over the second half"
+    return (f"schedule restarted at step {origin}: constant, then linear decay over the second "
+            f"half of steps {origin}-{card.get('steps_planned')}")
+
+
 def _arch(c: dict[str, Any]) -> str:
     if c["kind"] == "autoencoder":
         return (f"plain conv auto-encoder, ngf {c['ae_ngf']}, {c['ae_down']} stride-2 levels, "
@@ -414,6 +428,7 @@ def _losses(c: dict[str, Any]) -> str:
              if c.get("lambda_focus") else "")
     focus += (f" + {c['lambda_iris']:g} x iris-centre distance (px; dark-mass centre on the "
               f"opening, tau {c.get('iris_tau', 0.1):g})" if c.get("lambda_iris") else "")
+    focus += f" + {c['lambda_ssim']:g} x (1 - SSIM)" if c.get("lambda_ssim") else ""
     if c["kind"] == "autoencoder":
         return f"{c['lambda_l1']} L1 + {c['lambda_lpips']} LPIPS(alex){focus}, paired"
     return (f"{c['gan_mode']} GAN x{c['lambda_gan']}, cycle x{c['lambda_cycle']}, identity "
@@ -442,7 +457,9 @@ def make_job(args: Any, region: str, kind: str, data: Any,
                               lambda_gan=float(getattr(args, "lambda_gan",
                                                        AlignModelConfig.lambda_gan)),
                               lambda_focus=float(getattr(args, "lambda_focus", 0.0)),
-                              lambda_iris=float(getattr(args, "lambda_iris", 0.0)))
+                              lambda_iris=float(getattr(args, "lambda_iris", 0.0)),
+                              lambda_ssim=float(getattr(args, "lambda_ssim", 0.0)),
+                              lr=float(getattr(args, "lr", None) or AlignModelConfig.lr))
     job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
            "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
            "val": AlignmentPairs(args.data, region, "val", input_mode=args.input_mode, limit=32,
@@ -490,10 +507,14 @@ def save_job(args: Any, job: dict, step: int) -> None:
               if model.config.lambda_gan != AlignModelConfig.lambda_gan else "")
            + (f" --lambda-focus {model.config.lambda_focus:g}" if model.config.lambda_focus else "")
            + (f" --lambda-iris {model.config.lambda_iris:g}" if model.config.lambda_iris else "")
+           + (f" --lambda-ssim {model.config.lambda_ssim:g}" if model.config.lambda_ssim else "")
+           + (f" --lr {model.config.lr:g}" if model.config.lr != AlignModelConfig.lr else "")
+           + (f" --lr-origin {args.lr_origin}" if getattr(args, "lr_origin", 0) else "")
            + (f" --init-from {args.init_from}" if job.get("init_from") else ""))
     export_aligner(model, Path(args.out) / job["name"], {
         "data": str(Path(args.data).resolve()), "train_samples": len(job["data"]),
         "steps": step, "steps_planned": args.steps, "batch": args.batch,
+        "lr_origin": int(getattr(args, "lr_origin", 0)),
         "wall_s": round(job["wall"], 1), "threads": args.threads, "seed": args.seed,
         "checkpoints": str(job["ckpt"].dir), "val_last": job["vlog"].rows()[-1],
         "fine_tuned_from": job.get("init_from"),

@@ -18,7 +18,7 @@ from revavatar.learning.alignment_model import AlignModelConfig, make_job, save_
 from revavatar.learning.data import INPUT_MODES, AlignmentPairs
 from revavatar.learning.trainer import progress, seed_everything
 
-__all__ = ["REGIONS", "add_arguments", "parse_regions", "run_from_args"]
+__all__ = ["REGIONS", "add_arguments", "lr_schedule", "parse_regions", "run_from_args"]
 REGIONS = ("left_eye", "right_eye", "lower_face")
 _KINDS = ("cyclegan", "autoencoder")
 
@@ -34,6 +34,13 @@ def parse_regions(text: str) -> tuple[str, ...]:
                f"{', '.join(REGIONS)} or all")
         raise argparse.ArgumentTypeError(msg)
     return tuple(r for r in REGIONS if r in names)
+
+
+def lr_schedule(step: int, steps: int, origin: int = 0) -> float:
+    """Learning-rate factor at ``step`` (1-based): CycleGAN's schedule, constant for the first
+    half of ``origin..steps`` and then linear to 0. ``origin`` restarts it for a fine-tune of a
+    finished run, whose own schedule had already reached 0."""
+    return min(1.0, 2.0 * (1.0 - (step - 1 - origin) / (steps - origin)))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +74,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "CycleGAN; identity is half of it)")
     parser.add_argument("--lambda-gan", type=float, default=AlignModelConfig.lambda_gan,
                         help="CycleGAN adversarial weight (default %(default)g)")
+    parser.add_argument("--lambda-ssim", type=float, default=0.0,
+                        help="weight of 1 - SSIM (luma, the eval's SSIM) on G's output; 0 = off")
+    parser.add_argument("--lr", type=float, default=AlignModelConfig.lr,
+                        help="peak Adam learning rate (default %(default)g)")
+    parser.add_argument("--lr-origin", type=int, default=0,
+                        help="step the learning-rate schedule starts from (constant for the "
+                             "first half of --lr-origin..--steps, then linear decay to 0); a "
+                             "fine-tune from a finished run sets it to the run's step")
     parser.add_argument("--reference", action="store_true",
                         help="the generators also see the enrolled wearer's crop (the sample's "
                              "DP reference), which fills what the camera cannot see")
@@ -96,10 +111,12 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
         for kind in _KINDS if args.kind == "all" else (args.kind,):
             jobs.append(make_job(args, region, kind, data, lpips))
     start = min(j["start"] for j in jobs)
+    if not 0 <= args.lr_origin < args.steps:
+        msg = f"--lr-origin {args.lr_origin} must lie in [0, --steps {args.steps})"
+        raise ValueError(msg)
     bar = progress(args.steps, initial=start, desc="train align", disable=args.no_progress)
     for step in range(start + 1, args.steps + 1):
-        # lr: constant for the first half, then linear decay to 0 (CycleGAN's schedule)
-        lr_scale = min(1.0, 2.0 * (1.0 - (step - 1) / args.steps))
+        lr_scale = lr_schedule(step, args.steps, args.lr_origin)
         for k, job in enumerate(jobs):
             if job["start"] >= step:
                 continue
