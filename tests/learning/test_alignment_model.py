@@ -298,3 +298,42 @@ def test_lr_schedule_restarts_at_its_origin():
     restarted = [lr_schedule(s, 1200, origin=1000) for s in range(1001, 1201)]
     assert restarted == pytest.approx([lr_schedule(s, 200) for s in range(1, 201)])
     assert lr_schedule(1001, 1200) < 0.5 < lr_schedule(1001, 1200, origin=1000)
+
+
+def test_reference_blend_grows_from_a_reference_model_and_learns_to_pass_the_reference(tmp_path):
+    from revavatar.learning.export import OnnxModel
+
+    view, target = _batch(4)
+    reference = target.clone()  # the enrolled crop shows exactly the truth here
+    seed_everything(0)
+    cfg = AlignModelConfig(region="left_eye", reference=True, tone=True, lr=1e-3, **TINY)
+    plain = AlignmentModel(cfg)
+    for _ in range(2):
+        plain.train_step(view, target, reference=reference)
+    ck = Checkpointer(tmp_path / "ck")
+    ck.save(5, plain.trainable(), plain.optimizers())
+    blend = AlignmentModel(cfg.with_(ref_blend=True))
+    assert ck.load_weights(blend.trainable()) == 5
+    with torch.no_grad():  # r starts at 0: the grown model is the stored one
+        assert torch.allclose(blend(view, reference), plain(view, reference), atol=1e-6)
+    err = {}
+    for name, model in (("plain", plain), ("blend", blend)):
+        for _ in range(20):
+            model.train_step(view, target, reference=reference)
+        with torch.no_grad():
+            err[name] = float((model(view, reference) - target).abs().mean())
+    assert err["blend"] < 0.5 * err["plain"]  # the skip carries the reference; a residual cannot
+    out = export_aligner(blend, tmp_path / "m", {"steps": 25, "command": "test"})
+    assert "per-pixel reference blend" in (out / "README.md").read_text()
+    got = OnnxModel(out / "model.onnx").run(view=view.numpy(), reference=reference.numpy())
+    with torch.no_grad():
+        np.testing.assert_allclose(got, blend(view, reference).numpy(), atol=1e-4)
+
+
+def test_reference_blend_needs_a_reference():
+    from revavatar.learning.networks import ResnetGenerator
+
+    with pytest.raises(ValueError, match="2 \\* out_ch"):
+        ResnetGenerator(1, 1, ngf=8, n_down=1, n_blocks=1, residual=True, blend=True)
+    with pytest.raises(ValueError, match="residual"):
+        ResnetGenerator(2, 1, ngf=8, n_down=1, n_blocks=1, blend=True)

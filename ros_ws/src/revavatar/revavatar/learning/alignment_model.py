@@ -62,6 +62,7 @@ class AlignModelConfig:
     residual: bool = True
     tone: bool = False  # global gain/offset head on the residual's skip path (networks.py)
     reference: bool = False  # G also sees the enrolled wearer's crop (module docstring)
+    ref_blend: bool = False  # G's skip path mixes in the reference per pixel (ResnetGenerator)
     ae_ngf: int = 24  # autoencoder width and depth (bottleneck at 1/16)
     ae_down: int = 4
     ndf: int = 16
@@ -140,7 +141,7 @@ class AlignmentModel(nn.Module):
         if c.kind == "cyclegan":
             gen = {"ngf": c.ngf, "n_down": c.n_down, "n_blocks": c.n_blocks, "max_ch": c.max_ch,
                    "residual": c.residual, "tone": c.tone, "out_ch": c.channels}
-            self.G = define_generator("resnet", in_ch=self.g_channels, **gen)
+            self.G = define_generator("resnet", in_ch=self.g_channels, blend=c.ref_blend, **gen)
             self.F = define_generator("resnet", in_ch=c.channels, **gen)
             self.D_t = define_discriminator("patchgan70", in_ch=c.channels, ndf=c.ndf)
             self.D_v = define_discriminator("patchgan70", in_ch=c.channels, ndf=c.ndf)
@@ -419,7 +420,8 @@ def _arch(c: dict[str, Any]) -> str:
                 "no skips")
     return (f"ResNet generator ngf {c['ngf']}, {c['n_down']} downsamplings, {c['n_blocks']} "
             f"residual blocks, channel cap {c['max_ch']}, residual output {c['residual']}"
-            f"{', global tone head (gain/offset)' if c.get('tone') else ''}; "
+            f"{', global tone head (gain/offset)' if c.get('tone') else ''}"
+            f"{', per-pixel reference blend on the skip path' if c.get('ref_blend') else ''}; "
             f"70x70 PatchGAN ndf {c['ndf']} (x2, one per domain)")
 
 
@@ -450,6 +452,7 @@ def make_job(args: Any, region: str, kind: str, data: Any,
                               bf16=use_bf16(not args.no_bf16),
                               tone=kind == "cyclegan" and getattr(args, "tone", False),
                               reference=bool(getattr(args, "reference", False)),
+                              ref_blend=kind == "cyclegan" and getattr(args, "ref_blend", False),
                               ngf=int(getattr(args, "ngf", AlignModelConfig.ngf)),
                               max_ch=int(getattr(args, "max_ch", AlignModelConfig.max_ch)),
                               lambda_cycle=float(getattr(args, "lambda_cycle",
@@ -498,6 +501,7 @@ def save_job(args: Any, job: dict, step: int) -> None:
            f"--threads {args.threads}" + (" --no-bf16" if args.no_bf16 else "")
            + (" --tone" if model.config.tone else "")
            + (" --reference" if model.config.reference else "")
+           + (" --ref-blend" if model.config.ref_blend else "")
            + (f" --ngf {model.config.ngf}" if model.config.ngf != AlignModelConfig.ngf else "")
            + (f" --max-ch {model.config.max_ch}"
               if model.config.max_ch != AlignModelConfig.max_ch else "")

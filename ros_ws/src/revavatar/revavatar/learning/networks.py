@@ -146,11 +146,19 @@ class ResnetGenerator(nn.Module):
     infrared camera's gain and gamma change the whole crop at once; instance-normalised local
     convolutions undo that poorly (the residual keeps the camera's brightness), one global affine
     does it exactly. Zero-initialised, so it starts as the plain residual generator.
+
+    ``blend=True`` (residual and conditioned on a reference of ``out_ch`` channels, the next input
+    channels) adds a per-pixel reference weight ``r`` as one more output channel, and the skip
+    path becomes ``(1 - r) * skip + r * reference``. A reference that already looks like the
+    target (the enrolled wearer's own crop) then reaches the output through a skip instead of
+    through the residual, which would have to carry ``reference - input`` at full resolution
+    through the bottleneck. ``r`` starts at 0 (the output conv is zero-initialised), so a blend
+    generator grown from a plain one starts as that one.
     """
 
     def __init__(self, in_ch: int, out_ch: int, ngf: int = 32, n_down: int = 2, n_blocks: int = 6,
                  norm: str = "instance", up: str = "transpose", max_ch: int = 256,
-                 residual: bool = False, tone: bool = False) -> None:
+                 residual: bool = False, tone: bool = False, blend: bool = False) -> None:
         super().__init__()
         if residual and in_ch < out_ch:
             msg = f"a residual generator needs in_ch >= out_ch, got {in_ch} and {out_ch}"
@@ -158,7 +166,12 @@ class ResnetGenerator(nn.Module):
         if tone and not residual:
             msg = "the tone head acts on the skip path: it needs residual=True"
             raise ValueError(msg)
+        if blend and not (residual and in_ch >= 2 * out_ch):
+            msg = ("the reference blend acts on the skip path and mixes in the next out_ch input "
+                   f"channels: it needs residual=True and in_ch >= 2 * out_ch, got in_ch {in_ch}")
+            raise ValueError(msg)
         self.residual = bool(residual)
+        self.blend = bool(blend)
         self.out_ch = int(out_ch)
         self.conditioned = in_ch > out_ch  # extra input channels beyond the residual's base
         self.multiple = 2**n_down
@@ -178,7 +191,7 @@ class ResnetGenerator(nn.Module):
         for nxt in chans:
             layers.append(UpBlock(ch, nxt, norm, mode=up))
             ch = nxt
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_ch, 7),
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_ch + int(blend), 7),
                    nn.Identity() if residual else nn.Tanh()]
         if residual:  # start exactly at the identity (see init_weights)
             layers[-2].zero_init = True  # type: ignore[assignment]
@@ -188,13 +201,18 @@ class ResnetGenerator(nn.Module):
         """(N, in_ch, H, W) in [-1, 1] -> (N, out_ch, H, W) in [-1, 1]."""
         if not self.residual:
             return self.model(x)
-        base = x[:, : self.out_ch] if self.conditioned else x
+        skip = x[:, : self.out_ch] if self.conditioned else x
         if self.tone is None:
-            return torch.clamp(base + self.model(x), -1.0, 1.0)
-        h = self.model[: self._bottom](x)
-        gain, offset = self.tone(h.mean(dim=(2, 3))).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
-        skip = base * torch.exp(gain) + offset
-        return torch.clamp(skip + self.model[self._bottom :](h), -1.0, 1.0)
+            out = self.model(x)
+        else:
+            h = self.model[: self._bottom](x)
+            gain, offset = self.tone(h.mean(dim=(2, 3))).unsqueeze(-1).unsqueeze(-1).chunk(2, 1)
+            skip = skip * torch.exp(gain) + offset
+            out = self.model[self._bottom :](h)
+        if self.blend:
+            out, r = out[:, : self.out_ch], out[:, self.out_ch :]
+            skip = skip + r * (x[:, self.out_ch : 2 * self.out_ch] - skip)
+        return torch.clamp(skip + out, -1.0, 1.0)
 
 
 class ConvAutoencoder(nn.Module):

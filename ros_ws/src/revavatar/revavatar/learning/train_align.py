@@ -85,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", action="store_true",
                         help="the generators also see the enrolled wearer's crop (the sample's "
                              "DP reference), which fills what the camera cannot see")
+    parser.add_argument("--ref-blend", action="store_true",
+                        help="with --reference: CycleGAN's G mixes the reference into its skip "
+                             "path with a learned per-pixel weight (starts at 0)")
     parser.add_argument("--ngf", type=int, default=AlignModelConfig.ngf,
                         help="CycleGAN generators' first-layer width, doubled per downsampling "
                              "(default %(default)d)")
@@ -111,6 +114,9 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
         for kind in _KINDS if args.kind == "all" else (args.kind,):
             jobs.append(make_job(args, region, kind, data, lpips))
     start = min(j["start"] for j in jobs)
+    if args.ref_blend and not args.reference:
+        msg = "--ref-blend mixes in the reference crop: it needs --reference"
+        raise ValueError(msg)
     if not 0 <= args.lr_origin < args.steps:
         msg = f"--lr-origin {args.lr_origin} must lie in [0, --steps {args.steps})"
         raise ValueError(msg)
