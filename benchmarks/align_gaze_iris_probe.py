@@ -8,7 +8,9 @@ this benchmark runs a ``.tflite`` file). The model itself ships in the mediapipe
 (``mediapipe/modules/iris_landmark/iris_landmark.tflite``).
 
 ``revavatar eval align`` reads gaze with Face Mesh (iris refinement) on the crop pasted back into
-the true face, so the face around the eye steers the landmarks. The iris model instead reads a
+the true face, so the face around the eye steers the landmarks; this benchmark's Face Mesh column
+is that probe as the eval runs it (the mean of 8 sub-pixel copies of each face, ``GazeProbe``),
+while its iris-model column reads each patch once. The iris model instead reads a
 64 x 64 eye patch only, the way MediaPipe's iris pipeline does: a square of 2.3 eye widths on
 the eye corners, rotated level, the wearer's left eye mirrored (the model knows one eye). The
 patch is placed from the *ground truth's* corners and is the same for every method of a sample,

@@ -9,6 +9,10 @@ count), plus the full ``OnnxAligner.align`` (homography rectification + network 
 a camera-sized frame. Prints medians in ms, the torch/onnxruntime ratio, and the sum over the
 three regions (the per-frame cost of the headset's three crops). The CPU is shared with other
 jobs here, so figures are medians of ``--runs`` runs after 5 warm-up runs.
+
+Models that read the enrolled wearer get a random DP face and, for ``surface`` input, a flat
+enrolled depth: the remap grid is made once per enrollment, so per frame the surface path costs
+what the plane path does, whatever the depth.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     calib = load_calibration(Path(args.headset))
     layout = CanonicalLayout(256)
+    rng = np.random.default_rng(0)
     print(f"{'model':24s} {'crop':>8s} {'ort ms':>8s} {'torch ms':>9s} {'bf16 ms':>8s} "
           f"{'torch/ort':>9s} {'align ms':>9s}")
     for method, prefix in MODEL_PREFIXES.items():
@@ -63,16 +68,22 @@ def main() -> None:
             w, h = cfg.crop_size
             x = torch.rand(1, cfg.channels, h, w) * 2 - 1
             sess = OnnxModel(d / "model.onnx", threads=args.threads)
-            xn = x.numpy()
-            ort_ms = _median_ms(lambda: sess.run(view=xn), args.runs)
+            feeds = {"view": x.numpy()}
+            if cfg.reference:  # G reads the view and the enrolled crop, stacked
+                feeds["reference"] = (torch.rand_like(x) * 2 - 1).numpy()
+                x = torch.cat([x, torch.from_numpy(feeds["reference"])], dim=1)
+            ort_ms = _median_ms(lambda: sess.run(**feeds), args.runs)
             with torch.inference_mode():
                 eager = _median_ms(lambda: g(x), args.runs)
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     bf16 = _median_ms(lambda: g(x), args.runs)
             cam = calib.cameras[region]
-            aligner = OnnxAligner(region, d, cam, layout, threads=args.threads)
+            aligner = OnnxAligner(region, d, cam, layout, threads=args.threads,
+                                  surface_depth=np.zeros((layout.size,) * 2, np.float32),
+                                  dp=rng.integers(0, 256, (layout.size, layout.size, 3),
+                                                  dtype=np.uint8))
             shape = (cam.height, cam.width) if cam.infrared else (cam.height, cam.width, 3)
-            frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+            frame = rng.integers(0, 256, shape, dtype=np.uint8)
             align_ms = _median_ms(lambda: aligner.align(frame), args.runs)
             total["ort"] += ort_ms
             total["torch"] += eager

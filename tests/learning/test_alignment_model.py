@@ -337,3 +337,17 @@ def test_reference_blend_needs_a_reference():
         ResnetGenerator(1, 1, ngf=8, n_down=1, n_blocks=1, residual=True, blend=True)
     with pytest.raises(ValueError, match="residual"):
         ResnetGenerator(2, 1, ngf=8, n_down=1, n_blocks=1, blend=True)
+
+
+def test_train_align_refuses_a_blend_without_reference_and_an_origin_past_the_end(tmp_path):
+    import argparse
+
+    from revavatar.learning.train_align import add_arguments, run_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--region", "left_eye", "--data", str(tmp_path / "none"), "--no-progress"]
+    with pytest.raises(ValueError, match="needs --reference"):
+        run_from_args(parser.parse_args([*base, "--ref-blend"]))
+    with pytest.raises(ValueError, match="--lr-origin 10"):
+        run_from_args(parser.parse_args([*base, "--steps", "10", "--lr-origin", "10"]))

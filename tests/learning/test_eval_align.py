@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from revavatar.learning.eval_align import METHODS, evaluate, markdown_table
+from revavatar.learning.eval_align import GAZE_JITTER, METHODS, evaluate, markdown_table
 from revavatar.vrface.builder import BuildConfig, build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +35,7 @@ def test_eval_align_schema_and_gaze_reference(tiny_build: Path) -> None:
     res = evaluate(tiny_build, ROOT / "models", limit=3)
     assert json.loads(json.dumps(res)) == res
     assert set(res["regions"]) == {"left_eye", "right_eye", "lower_face"}
+    assert res["gaze_probe_copies"] == GAZE_JITTER
     for region, methods in res["regions"].items():
         assert set(methods) <= set(METHODS)
         assert {"homography", "surface", "dp", "homography+dp"} <= set(methods)
@@ -110,10 +111,12 @@ def test_update_cards_writes_figures_and_a_new_export_drops_them(tmp_path: Path)
     figs = {"ssim": 0.6, "psnr": 18.0, "lpips": 0.27, "n": 80,
             "gaze_error_deg": {"mean": 5.1, "p95": 10.0}}
     res = {"regions": {"left_eye": {"homography": figs, "cyclegan": figs},
-                       "right_eye": {"cyclegan": figs}}}  # no model there: skipped
+                       "right_eye": {"cyclegan": figs}},  # no model there: skipped
+           "gaze_probe_copies": 8}
     assert update_cards(res, tmp_path, "revavatar eval align --data D") == [out / "README.md"]
     card = json.loads((out / "card.json").read_text())
     assert card["metrics"]["step"] == 7 and card["metrics"]["psnr"] == 18.0
+    assert card["metrics"]["gaze_probe_copies"] == 8  # what the gaze figure was read with
     assert "revavatar eval align --data D" in (out / "README.md").read_text()
     export_aligner(model, out, {"steps": 8, "command": "test"})  # new weights, old figures gone
     assert "metrics" not in json.loads((out / "card.json").read_text())

@@ -264,7 +264,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     gazer = GazeProbe(gaze_jitter)
     surfaces = ReferenceSurfaces(layout, gazer.det)
     rng = np.random.default_rng(0)
-    result: dict[str, Any] = {"regions": {}, "gaze_reference": {}}
+    result: dict[str, Any] = {"regions": {}, "gaze_reference": {},
+                              "gaze_probe_copies": len(gazer.moves)}
     rows: dict[str, list[list[np.ndarray]]] = {}
     calibration = index.calibration()
     for region in (r for r in _REGIONS if r in regions):
@@ -453,6 +454,8 @@ def update_cards(result: dict[str, Any], models: Path, command: str) -> list[Pat
                 continue
             card = json.loads((d / "card.json").read_text())
             card["metrics"] = {"eval": command, "step": card.get("steps"), **methods[method]}
+            if methods[method].get("gaze_error_deg") and "gaze_probe_copies" in result:
+                card["metrics"]["gaze_probe_copies"] = result["gaze_probe_copies"]
             (d / "card.json").write_text(json.dumps(card, indent=1))
             written.append(write_card(d))
     return written

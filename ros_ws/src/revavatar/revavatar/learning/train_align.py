@@ -101,6 +101,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> list[Path]:
     """Train (or resume) the selected models; checkpoint, plot and export each to --out."""
+    if args.ref_blend and not args.reference:
+        msg = "--ref-blend mixes in the reference crop: it needs --reference"
+        raise ValueError(msg)
+    if not 0 <= args.lr_origin < args.steps:
+        msg = f"--lr-origin {args.lr_origin} must lie in [0, --steps {args.steps})"
+        raise ValueError(msg)
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     from revavatar.learning.lpips_weights import load_lpips  # noqa: PLC0415
@@ -114,12 +120,6 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
         for kind in _KINDS if args.kind == "all" else (args.kind,):
             jobs.append(make_job(args, region, kind, data, lpips))
     start = min(j["start"] for j in jobs)
-    if args.ref_blend and not args.reference:
-        msg = "--ref-blend mixes in the reference crop: it needs --reference"
-        raise ValueError(msg)
-    if not 0 <= args.lr_origin < args.steps:
-        msg = f"--lr-origin {args.lr_origin} must lie in [0, --steps {args.steps})"
-        raise ValueError(msg)
     bar = progress(args.steps, initial=start, desc="train align", disable=args.no_progress)
     for step in range(start + 1, args.steps + 1):
         lr_scale = lr_schedule(step, args.steps, args.lr_origin)
