@@ -160,3 +160,14 @@ def test_gaze_probe_averages_fixed_subpixel_copies(demo_frames: list[np.ndarray]
     # the copies differ by less than a pixel: their mean stays near the single reading
     assert max(abs(a - b) for a, b in zip(single, averaged, strict=True)) < 3.0
     assert GazeProbe(4)(np.zeros((64, 64, 3), np.uint8), "left") is None  # no face: no gaze
+
+
+def test_gaze_probe_points_are_moved_back_onto_the_face(demo_frames: list[np.ndarray]) -> None:
+    from revavatar.learning.eval_align import GazeProbe
+
+    face = demo_frames[0]
+    one, mean = GazeProbe(1).points(face), GazeProbe(4).points(face)
+    assert one is not None and mean is not None and mean.shape == one.shape == (478, 2)
+    # copies scaled by up to 4 % would put the points several px off if not moved back
+    assert np.abs(mean - one).mean() < 1.0
+    assert GazeProbe(4).points(np.zeros((64, 64, 3), np.uint8)) is None

@@ -142,6 +142,8 @@ def _cmd_vrface_build(args: argparse.Namespace) -> int:
 _LEARNING: dict[tuple[str, str], tuple[str, str]] = {
     ("train", "align"): ("revavatar.learning.train_align", "train an aligner (CycleGAN / AE)"),
     ("train", "restore"): ("revavatar.learning.train_restore", "train the restoration model"),
+    ("train", "eye-landmarks"): ("revavatar.learning.train_eye_landmarks",
+                                 "train the eye-landmark gaze critic of train align"),
     ("eval", "align"): ("revavatar.learning.eval_align", "evaluate the aligners"),
     ("eval", "restore"): ("revavatar.learning.eval_restore", "evaluate the restorers"),
 }

@@ -77,12 +77,18 @@ class AlignModelConfig:
     lambda_iris: float = 0.0  # distance of the dark-mass centres on the eye opening (iris_centre)
     iris_tau: float = 0.1  # softness of iris_centre (tensor units, [-1, 1] range)
     lambda_ssim: float = 0.0  # 1 - SSIM (luma, the eval's definition: learning.ssim_loss)
+    lambda_gaze: float = 0.0  # iris-offset gap (px) read by the eye-landmark critic (eyes only)
+    gaze_critic: str | None = None  # folder of that critic (learning.eye_landmarks)
     gan_mode: str = "lsgan"
     bf16: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             msg = f"unknown aligner kind {self.kind!r}; expected one of {', '.join(KINDS)}"
+            raise ValueError(msg)
+        if self.lambda_gaze > 0 and (self.region not in ("left_eye", "right_eye")
+                                     or not self.gaze_critic):
+            msg = "the gaze term reads eye landmarks: it needs an eye region and a gaze critic"
             raise ValueError(msg)
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,6 +155,11 @@ class AlignmentModel(nn.Module):
             self.G = define_generator("autoencoder", in_ch=self.g_channels, out_ch=c.channels,
                                       ngf=c.ae_ngf, n_down=c.ae_down)
         self.lpips = lpips
+        self.critic = None
+        if c.lambda_gaze > 0:  # frozen, not in trainable(): a fixed yardstick, not a player
+            from revavatar.learning.eye_landmarks import load_eye_landmarks  # noqa: PLC0415
+
+            self.critic = load_eye_landmarks(c.gaze_critic)
         self.gan = GANLoss(c.gan_mode)
         betas = (c.beta1, 0.999)
         if c.kind == "cyclegan":
@@ -205,17 +216,33 @@ class AlignmentModel(nn.Module):
             moved = iris_centre(fake.float(), focus, c.iris_tau)
             truth = iris_centre(target, focus, c.iris_tau).detach()
             out["iris_px"] = (moved - truth).norm(dim=1).mean()
+        if self.critic is not None:
+            out["gaze_px"] = self._gaze_gap(fake, target)
         if self.lpips is not None and c.lambda_lpips > 0:
             out["lpips"] = self.lpips(lpips_input(fake), lpips_input(target)).mean()
         if c.lambda_ssim > 0:
             out["dssim"] = 1.0 - ssim(fake, target).mean()
         return out
 
+    def _gaze_gap(self, fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean distance (px) between the critic's iris offsets on ``fake`` and ``target``.
+
+        Both crops go through the same critic, so its own bias cancels; it runs in fp32 because
+        the offsets that matter are fractions of a pixel.
+        """
+        from revavatar.learning.eye_landmarks import gaze_offset  # noqa: PLC0415
+
+        with torch.autocast("cpu", enabled=False):
+            moved = gaze_offset(self.critic.points(fake.float(), self.config.region))
+            truth = gaze_offset(self.critic.points(target.float(), self.config.region)).detach()
+        return (moved - truth).norm(dim=-1).mean()
+
     def _paired_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor | float:
         c = self.config
         return (c.lambda_l1 * terms.get("l1", 0.0) + c.lambda_lpips * terms.get("lpips", 0.0)
                 + c.lambda_focus * terms.get("focus_l1", 0.0)
                 + c.lambda_iris * terms.get("iris_px", 0.0)
+                + c.lambda_gaze * terms.get("gaze_px", 0.0)
                 + c.lambda_ssim * terms.get("dssim", 0.0))
 
     def forward(self, view: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
@@ -269,7 +296,7 @@ class AlignmentModel(nn.Module):
                 terms["idt"] = (F.l1_loss(self.G(self._g_in(target, reference)).float(), target)
                                 + F.l1_loss(self.F(view).float(), view))
             if c.lambda_l1 > 0 or c.lambda_lpips > 0 or c.lambda_focus > 0 or c.lambda_iris > 0 \
-                    or c.lambda_ssim > 0:
+                    or c.lambda_ssim > 0 or c.lambda_gaze > 0:
                 terms.update(self._paired(fake_t, target, focus))
         loss_g = (c.lambda_gan * g_gan + c.lambda_cycle * cyc + lam_idt * terms.get("idt", 0.0)
                   + self._paired_loss(terms))
@@ -431,6 +458,8 @@ def _losses(c: dict[str, Any]) -> str:
     focus += (f" + {c['lambda_iris']:g} x iris-centre distance (px; dark-mass centre on the "
               f"opening, tau {c.get('iris_tau', 0.1):g})" if c.get("lambda_iris") else "")
     focus += f" + {c['lambda_ssim']:g} x (1 - SSIM)" if c.get("lambda_ssim") else ""
+    focus += (f" + {c['lambda_gaze']:g} x iris-offset gap (px; eye-landmark critic "
+              f"`{c.get('gaze_critic')}`)" if c.get("lambda_gaze") else "")
     if c["kind"] == "autoencoder":
         return f"{c['lambda_l1']} L1 + {c['lambda_lpips']} LPIPS(alex){focus}, paired"
     return (f"{c['gan_mode']} GAN x{c['lambda_gan']}, cycle x{c['lambda_cycle']}, identity "
@@ -462,6 +491,9 @@ def make_job(args: Any, region: str, kind: str, data: Any,
                               lambda_focus=float(getattr(args, "lambda_focus", 0.0)),
                               lambda_iris=float(getattr(args, "lambda_iris", 0.0)),
                               lambda_ssim=float(getattr(args, "lambda_ssim", 0.0)),
+                              lambda_gaze=float(getattr(args, "lambda_gaze", 0.0)),
+                              gaze_critic=(getattr(args, "gaze_critic", None)
+                                           if getattr(args, "lambda_gaze", 0.0) else None),
                               lr=float(getattr(args, "lr", None) or AlignModelConfig.lr))
     job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
            "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
@@ -512,6 +544,8 @@ def save_job(args: Any, job: dict, step: int) -> None:
            + (f" --lambda-focus {model.config.lambda_focus:g}" if model.config.lambda_focus else "")
            + (f" --lambda-iris {model.config.lambda_iris:g}" if model.config.lambda_iris else "")
            + (f" --lambda-ssim {model.config.lambda_ssim:g}" if model.config.lambda_ssim else "")
+           + (f" --lambda-gaze {model.config.lambda_gaze:g} --gaze-critic "
+              f"{model.config.gaze_critic}" if model.config.lambda_gaze else "")
            + (f" --lr {model.config.lr:g}" if model.config.lr != AlignModelConfig.lr else "")
            + (f" --lr-origin {args.lr_origin}" if getattr(args, "lr_origin", 0) else "")
            + (f" --init-from {args.init_from}" if job.get("init_from") else ""))

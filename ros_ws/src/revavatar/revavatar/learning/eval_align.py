@@ -111,22 +111,30 @@ class GazeProbe:
     def __call__(self, face: np.ndarray, side: str) -> tuple[float, float] | None:
         from revavatar.core.gaze import gaze_angles  # noqa: PLC0415
 
-        found = []
-        h, w = face.shape[:2]
-        for dx, dy, s in self.moves:
-            if (dx, dy, s) == (0.0, 0.0, 1.0):
-                img = face
-            else:  # scale about the centre, then shift
-                m = np.float32([[s, 0, dx + (1 - s) * w / 2], [0, s, dy + (1 - s) * h / 2]])
-                img = cv2.warpAffine(face, m, (w, h), flags=cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_REPLICATE)
-            lm = self.det.detect(img)
-            if lm is not None:
-                found.append(gaze_angles(lm.eye(side)))
+        found = [gaze_angles(lm.eye(side)) for lm, _ in self._copies(face)]
         if not found:
             return None
         yaw, pitch = np.mean(np.asarray(found), axis=0)
         return float(yaw), float(pitch)
+
+    def points(self, face: np.ndarray) -> np.ndarray | None:
+        """(478, 2) Face Mesh points of ``face``: the copies' points moved back onto the face
+        and averaged (the labels of the gaze critic, :mod:`.eye_landmarks`), or None."""
+        found = [(lm.points[:, :2] - m[:, 2]) / m[0, 0] for lm, m in self._copies(face)]
+        return np.mean(found, axis=0) if found else None
+
+    def _copies(self, face: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+        """The detections on each copy of ``face`` with the copy's similarity (2 x 3)."""
+        out = []
+        h, w = face.shape[:2]
+        for dx, dy, s in self.moves:  # scale about the centre, then shift
+            m = np.float32([[s, 0, dx + (1 - s) * w / 2], [0, s, dy + (1 - s) * h / 2]])
+            img = face if (dx, dy, s) == (0.0, 0.0, 1.0) else cv2.warpAffine(
+                face, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            lm = self.det.detect(img)
+            if lm is not None:
+                out.append((lm, m))
+        return out
 
 
 def _jitter_moves(n: int) -> list[tuple[float, float, float]]:

@@ -76,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CycleGAN adversarial weight (default %(default)g)")
     parser.add_argument("--lambda-ssim", type=float, default=0.0,
                         help="weight of 1 - SSIM (luma, the eval's SSIM) on G's output; 0 = off")
+    parser.add_argument("--lambda-gaze", type=float, default=0.0,
+                        help="eyes: weight of the gap (px) between the aligned and true crops' "
+                             "iris offsets from the corner mid-point, read by --gaze-critic; "
+                             "0 = off")
+    parser.add_argument("--gaze-critic", default="models/eye_landmarks",
+                        help="folder of the eye-landmark critic (revavatar train eye-landmarks)")
     parser.add_argument("--lr", type=float, default=AlignModelConfig.lr,
                         help="peak Adam learning rate (default %(default)g)")
     parser.add_argument("--lr-origin", type=int, default=0,
@@ -103,6 +109,13 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
     """Train (or resume) the selected models; checkpoint, plot and export each to --out."""
     if args.ref_blend and not args.reference:
         msg = "--ref-blend mixes in the reference crop: it needs --reference"
+        raise ValueError(msg)
+    if args.lambda_gaze > 0 and "lower_face" in args.region:
+        msg = "--lambda-gaze reads eye landmarks: use it with the eye regions only"
+        raise ValueError(msg)
+    if args.lambda_gaze > 0 and not (Path(args.gaze_critic) / "weights.safetensors").is_file():
+        msg = (f"--gaze-critic {args.gaze_critic}: no critic there (revavatar train "
+               "eye-landmarks)")
         raise ValueError(msg)
     if not 0 <= args.lr_origin < args.steps:
         msg = f"--lr-origin {args.lr_origin} must lie in [0, --steps {args.steps})"
