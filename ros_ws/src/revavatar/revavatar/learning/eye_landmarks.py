@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["LABELS", "POINTS", "EyeLandmarkConfig", "EyeLandmarkNet", "EyeLandmarkSet",
-           "augment", "eye_points", "gaze_offset", "load_eye_landmarks", "probe_labels",
-           "save_eye_landmarks", "soft_argmax"]
+           "augment", "eye_points", "gaze_offset", "load_eye_landmarks", "mirror_points",
+           "probe_labels", "save_eye_landmarks", "soft_argmax"]
 
 #: the points the network finds, in this order; corners image-left first (after mirroring a
 #: right eye, the inner corner)
@@ -101,8 +101,15 @@ class EyeLandmarkNet(nn.Module):
         """(N, 3, 2) points on ``region``'s crops (a right eye is mirrored in and out)."""
         if _SIDE[region] == "left":
             return self(crops)
-        p = self(crops.flip(-1))[:, [0, 2, 1]]  # mirrored: inner corner is image-left
-        return torch.stack([crops.shape[-1] - 1 - p[..., 0], p[..., 1]], dim=-1)
+        return mirror_points(self(crops.flip(-1)), crops.shape[-1])
+
+
+def mirror_points(points: Any, width: int) -> Any:
+    """(..., 3, 2) :data:`POINTS` of a crop mirrored left-right (``width`` px wide): x flips and
+    the corners swap, so the image-left corner stays first (numpy arrays or tensors)."""
+    out = points[..., [0, 2, 1], :] * 1.0  # a copy, in either library
+    out[..., 0] = width - 1 - out[..., 0]
+    return out
 
 
 def gaze_offset(points: torch.Tensor) -> torch.Tensor:
@@ -214,7 +221,7 @@ class EyeLandmarkSet:
                 img = read_image(e[f"gt_{name}"], gray=True)
                 if _SIDE[name] == "right":
                     img = np.ascontiguousarray(img[:, ::-1])
-                    p = np.stack([img.shape[1] - 1 - p[[0, 2, 1], 0], p[[0, 2, 1], 1]], axis=1)
+                    p = mirror_points(p, img.shape[1])
                 imgs.append(img)
                 pts.append(p)
         if not imgs:
