@@ -84,7 +84,7 @@ def train(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     data, val = (EyeLandmarkSet(args.data, split, labels=args.labels, copies=args.probe_copies,
-                                cache=args.ckpt / f"probe_labels_{split}.npz")
+                                cache=args.ckpt / f"probe_labels_{split}_x{args.probe_copies}.npz")
                  for split in ("train", "val"))
     net = EyeLandmarkNet(EyeLandmarkConfig(crop_size=data.images.shape[2:0:-1],
                                            width=args.width))
@@ -98,6 +98,7 @@ def train(args: argparse.Namespace) -> Path:
         vlog.truncate(step)
     bar = progress(args.steps, initial=step, desc="train eye-landmarks",
                    disable=args.no_progress)
+    metrics: dict[str, float] | None = None  # val figures of the last checkpoint
     t0 = time.perf_counter()
     while step < args.steps:
         step += 1
@@ -125,7 +126,7 @@ def train(args: argparse.Namespace) -> Path:
             "probe_copies": args.probe_copies if args.labels == "probe" else None,
             "train_crops": len(data), "steps": step,
             "batch": args.batch, "lr": args.lr, "threads": args.threads, "seed": args.seed,
-            "wall_s": round(wall, 1), "val": evaluate(net, val),
+            "wall_s": round(wall, 1), "val": metrics or evaluate(net, val),
             "command": (f"revavatar train eye-landmarks --data {args.data} --steps {args.steps} "
                         f"--batch {args.batch} --lr {args.lr:g} --width {args.width} "
                         f"--labels {args.labels} --probe-copies {args.probe_copies} "
