@@ -9,7 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from revavatar.learning.eval_align import GAZE_JITTER, METHODS, evaluate, markdown_table
+from revavatar.learning.eval_align import (
+    GAZE_JITTER,
+    METHODS,
+    PAIRED_FIGURES,
+    evaluate,
+    markdown_table,
+    paired_difference,
+)
 from revavatar.vrface.builder import BuildConfig, build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +66,17 @@ def test_eval_align_schema_and_gaze_reference(tiny_build: Path) -> None:
             assert stats["n"] >= 1
             assert 0.0 <= stats["mean"] < 30.0
             assert stats["p95"] >= 0.0
+    # CycleGAN against every other method on the same 3 samples: the mean paired difference is
+    # the difference of the means
+    assert set(res["paired"]) == set(res["regions"])
+    for region, others in res["paired"].items():
+        figs = res["regions"][region]
+        assert set(others) == set(figs) - {"cyclegan"}
+        for m, diffs in others.items():
+            assert set(diffs) == set(PAIRED_FIGURES)
+            for k, d in diffs.items():
+                assert d["n"] == 3 and d["se"] >= 0.0 and 0.0 <= d["better"] <= 1.0
+                assert d["mean"] == pytest.approx(figs["cyclegan"][k] - figs[m][k], abs=1e-9)
 
 
 def test_markdown_table_bolds_best_per_region() -> None:
@@ -82,6 +100,32 @@ def test_markdown_table_bolds_best_per_region() -> None:
     assert "| **0.700** |" in lines[4] and lines[4].endswith("| - | - | - | - | 5 |")
     assert "| left_eye | gt_shift_1px | 1.20 | 3.00 | 5 |" in lines
     assert not any("gt_noise_2" in line for line in lines)  # nothing measured, no row
+
+
+def test_paired_difference_uses_shared_samples_and_the_better_direction() -> None:
+    ours = {0: 0.5, 1: 0.7, 2: 0.9, 5: 100.0}
+    theirs = {0: 0.4, 1: 0.8, 2: 0.6, 7: -100.0}
+    d = paired_difference(ours, theirs)  # samples 0-2 only: differences +0.1, -0.1, +0.3
+    assert d is not None and d["n"] == 3
+    assert d["mean"] == pytest.approx(0.1)
+    assert d["se"] == pytest.approx(0.2 / np.sqrt(3))
+    assert d["better"] == pytest.approx(2 / 3)
+    lower = paired_difference(ours, theirs, sign=-1)  # e.g. LPIPS: a smaller value is better
+    assert lower is not None and lower["better"] == pytest.approx(1 / 3)
+    assert paired_difference({0: 1.0}, {0: 2.0, 1: 3.0}) is None  # one shared sample: no s.e.
+
+
+def test_markdown_table_adds_the_paired_differences() -> None:
+    fig = {"ssim": 0.5, "psnr": 20.0, "lpips": 0.3, "n": 4, "gaze_error_deg": None}
+    diff = {"mean": 0.0123, "se": 0.0046, "better": 0.75, "n": 4}
+    res = {"regions": {"lower_face": {"autoencoder": fig, "cyclegan": fig}},
+           "paired": {"lower_face": {"autoencoder": {"ssim": diff, "psnr": {**diff, "mean": -1.5},
+                                                     "lpips": None}}}}
+    lines = markdown_table(res).splitlines()
+    assert "| region | cyclegan minus | SSIM | PSNR (dB) | LPIPS | n |" in lines
+    assert lines[-1] == ("| lower_face | autoencoder | +0.012 +- 0.005 (75%) "
+                         "| -1.50 +- 0.00 (75%) | - | 4 |")
+    assert "cyclegan minus" not in markdown_table({**res, "paired": {}})
 
 
 def test_surface_input_follows_the_enrolled_face(tiny_build: Path) -> None:

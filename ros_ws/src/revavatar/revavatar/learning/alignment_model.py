@@ -453,18 +453,18 @@ def _arch(c: dict[str, Any]) -> str:
 
 
 def _losses(c: dict[str, Any]) -> str:
-    focus = (f" + {c['lambda_focus']:g} L1 on the eye opening (landmark mask)"
+    extra = (f" + {c['lambda_focus']:g} L1 on the eye opening (landmark mask)"
              if c.get("lambda_focus") else "")
-    focus += (f" + {c['lambda_iris']:g} x iris-centre distance (px; dark-mass centre on the "
+    extra += (f" + {c['lambda_iris']:g} x iris-centre distance (px; dark-mass centre on the "
               f"opening, tau {c.get('iris_tau', 0.1):g})" if c.get("lambda_iris") else "")
-    focus += f" + {c['lambda_ssim']:g} x (1 - SSIM)" if c.get("lambda_ssim") else ""
-    focus += (f" + {c['lambda_gaze']:g} x iris-offset gap (px; eye-landmark critic "
+    extra += f" + {c['lambda_ssim']:g} x (1 - SSIM)" if c.get("lambda_ssim") else ""
+    extra += (f" + {c['lambda_gaze']:g} x iris-offset gap (px; eye-landmark critic "
               f"`{c.get('gaze_critic')}`)" if c.get("lambda_gaze") else "")
     if c["kind"] == "autoencoder":
-        return f"{c['lambda_l1']} L1 + {c['lambda_lpips']} LPIPS(alex){focus}, paired"
+        return f"{c['lambda_l1']} L1 + {c['lambda_lpips']} LPIPS(alex){extra}, paired"
     return (f"{c['gan_mode']} GAN x{c['lambda_gan']}, cycle x{c['lambda_cycle']}, identity "
             f"x{c['lambda_cycle'] * c['lambda_idt']}, plus paired {c['lambda_l1']} L1 + "
-            f"{c['lambda_lpips']} LPIPS(alex){focus} on G (the paper is unpaired; VR-Face has "
+            f"{c['lambda_lpips']} LPIPS(alex){extra} on G (the paper is unpaired; VR-Face has "
             "pairs)")
 
 

@@ -30,6 +30,11 @@ What the gaze figure can resolve is reported beside it (``gaze_reference``): the
 the ground-truth crop itself shifted by one crop pixel (what 1 px of misregistration costs) and
 with imperceptible sensor noise added (sigma 2 gray levels: the landmark model's own jitter, the
 floor under which no aligner can be shown to be better).
+
+``paired`` compares CycleGAN with every other method on the same samples: per figure, the mean of
+the per-sample difference (CycleGAN minus the other), its standard error and the share of samples
+where CycleGAN is better. Faces differ far more from each other than two methods differ on one
+face, so "ahead" is judged on paired differences, not on the distance between two means.
 """
 
 from __future__ import annotations
@@ -44,14 +49,15 @@ from typing import Any, Final
 import cv2
 import numpy as np
 
+from revavatar.core.canonical import REGION_NAMES
 from revavatar.errors import InputError
 
-__all__ = ["GAZE_JITTER", "METHODS", "TRUTH_PERTURBATIONS", "GazeProbe", "add_arguments",
-           "evaluate", "follow_wearer", "markdown_table", "method_aligners", "paste_into_face",
-           "perturbed_truth", "resolve_data", "run_from_args", "spread_samples", "update_cards"]
+__all__ = ["GAZE_JITTER", "METHODS", "PAIRED_FIGURES", "TRUTH_PERTURBATIONS", "GazeProbe",
+           "add_arguments", "evaluate", "follow_wearer", "markdown_table", "method_aligners",
+           "paired_difference", "paste_into_face", "perturbed_truth", "resolve_data",
+           "run_from_args", "spread_samples", "update_cards"]
 
 METHODS: Final = ("homography", "surface", "dp", "homography+dp", "autoencoder", "cyclegan")
-_REGIONS: Final = ("left_eye", "right_eye", "lower_face")
 _SIDE: Final = {"left_eye": "left", "right_eye": "right"}
 
 
@@ -228,6 +234,34 @@ def _stats(errors: list[float]) -> dict[str, float] | None:
              "n": len(errors)} if errors else None)
 
 
+PAIRED_FIGURES: Final = {"ssim": 1, "psnr": 1, "lpips": -1}  # +1: higher is better
+
+
+def paired_difference(ours: dict[int, float], theirs: dict[int, float],
+                      sign: int = 1) -> dict[str, float] | None:
+    """Ours minus theirs on the samples both were scored on (keys: sample numbers).
+
+    ``better`` is the share of samples where ours is better (``sign`` -1: lower is better);
+    ``se`` the standard error of the mean difference. None below two shared samples.
+    """
+    keys = sorted(ours.keys() & theirs.keys())
+    if len(keys) < 2:
+        return None
+    d = np.array([ours[k] - theirs[k] for k in keys])
+    return {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))),
+            "better": float(np.mean(sign * d > 0)), "n": len(d)}
+
+
+def _paired(scores: dict[str, dict[str, dict[int, float]]]) -> dict[str, Any]:
+    """CycleGAN against each other method, per figure of :data:`PAIRED_FIGURES`."""
+    ours = scores.get("cyclegan")
+    if ours is None:
+        return {}
+    return {m: {k: paired_difference(ours[k], theirs[k], sign)
+                for k, sign in PAIRED_FIGURES.items()}
+            for m, theirs in scores.items() if m != "cyclegan"}
+
+
 def _summary(vals: dict[str, list[float]], gaze: list[float], region: str,
              bias: list[tuple[float, float]]) -> dict[str, Any]:
     res: dict[str, Any] = {k: float(np.mean(v)) for k, v in vals.items()}
@@ -246,7 +280,7 @@ def _summary(vals: dict[str, list[float]], gaze: list[float], region: str,
 def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None,
              split: str = "test", figure: Path | None = None,
              views: tuple[str, ...] | None = None, gaze_jitter: int = GAZE_JITTER,
-             regions: tuple[str, ...] = _REGIONS) -> dict[str, Any]:
+             regions: tuple[str, ...] = REGION_NAMES) -> dict[str, Any]:
     """Metrics per region and method (see the module docstring); optionally a qualitative PNG.
 
     ``views`` keeps only samples rendered from those VR-Face views (e.g. ``("front",)``);
@@ -272,17 +306,18 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     gazer = GazeProbe(gaze_jitter)
     surfaces = ReferenceSurfaces(layout, gazer.det)
     rng = np.random.default_rng(0)
-    result: dict[str, Any] = {"regions": {}, "gaze_reference": {},
+    result: dict[str, Any] = {"regions": {}, "gaze_reference": {}, "paired": {},
                               "gaze_probe_copies": len(gazer.moves)}
     rows: dict[str, list[list[np.ndarray]]] = {}
     calibration = index.calibration()
-    for region in (r for r in _REGIONS if r in regions):
+    for region in (r for r in REGION_NAMES if r in regions):
         aligners = method_aligners(region, calibration, models, layout)
         methods = ["homography", "surface", "dp", "homography+dp",
                    *(m for m in aligners if m != "homography")]
         plane = {a: getattr(a, "rectifier", None) for a in aligners.values()}  # the fallback
         gray = True
         vals = {m: {"ssim": [], "psnr": [], "lpips": []} for m in methods}
+        scores = {m: {k: {} for k in PAIRED_FIGURES} for m in methods}  # sample -> figure
         gaze: dict[str, list[float]] = {m: [] for m in methods}
         bias: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
         floor: dict[str, list[float]] = {r: [] for r in TRUTH_PERTURBATIONS}
@@ -320,6 +355,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                 vals[m]["ssim"].append(ssim(crop, gt))
                 vals[m]["psnr"].append(psnr(crop, gt))
                 vals[m]["lpips"].append(float(dist))
+                for name in PAIRED_FIGURES:
+                    scores[m][name][k] = vals[m][name][-1]
                 if opening is not None:
                     vals[m].setdefault("opening_psnr", []).append(_masked_psnr(crop, gt, opening))
                 if ref is not None:
@@ -334,6 +371,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                      gt])
         result["regions"][region] = {m: _summary(vals[m], gaze[m], region, bias[m])
                                      for m in methods if vals[m]["ssim"]}
+        result["paired"][region] = _paired({m: v for m, v in scores.items() if vals[m]["ssim"]})
         if region in _SIDE:
             result["gaze_reference"][region] = {k: _stats(v) for k, v in floor.items()}
     if figure is not None:
@@ -376,7 +414,22 @@ def markdown_table(result: dict[str, Any]) -> str:
                 if st is not None:
                     lines.append(f"| {region} | {kind} | {st['mean']:.2f} | {st['p95']:.2f} "
                                  f"| {st['n']} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _paired_table(result.get("paired") or {})) + "\n"
+
+
+def _paired_table(paired: dict[str, Any]) -> list[str]:
+    """CycleGAN minus each method: mean +- s.e. (share of samples where CycleGAN is better)."""
+    rows = [(region, m, figs) for region, others in paired.items() for m, figs in others.items()]
+    if not rows:
+        return []
+    lines = ["", "| region | cyclegan minus | SSIM | PSNR (dB) | LPIPS | n |", "|---" * 6 + "|"]
+    for region, m, figs in rows:
+        cells = ["-" if (d := figs[k]) is None else
+                 f"{d['mean']:+.{2 if k == 'psnr' else 3}f} +- {d['se']:.{2 if k == 'psnr' else 3}f}"
+                 f" ({d['better']:.0%})" for k in PAIRED_FIGURES]
+        n = next((d["n"] for d in figs.values() if d is not None), 0)
+        lines.append(f"| {region} | {m} | {' | '.join(cells)} | {n} |")
+    return lines
 
 
 def _figure(rows: dict[str, list[list[np.ndarray]]], path: Path, methods: list[str]) -> None:
@@ -399,7 +452,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from revavatar.learning.train_align import parse_regions  # noqa: PLC0415
 
     parser.add_argument("--data", required=True, help="VR-Face build, or source folder (MANIFEST)")
-    parser.add_argument("--region", default=_REGIONS, type=parse_regions,
+    parser.add_argument("--region", default=REGION_NAMES, type=parse_regions,
                         help="left_eye, right_eye, lower_face, a comma list of them, or all "
                              "(default)")
     parser.add_argument("--limit", type=int, default=None, help="samples (evenly spread)")
@@ -425,7 +478,7 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     res = evaluate(data, Path(args.models), args.limit, args.split,
                    Path(args.figure) if args.figure else None, views,
                    gaze_jitter=getattr(args, "gaze_jitter", GAZE_JITTER),
-                   regions=getattr(args, "region", _REGIONS))
+                   regions=getattr(args, "region", REGION_NAMES))
     text = json.dumps(res, indent=1)
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
@@ -444,8 +497,8 @@ def _command(args: argparse.Namespace) -> str:
                                        if getattr(args, k, None)]
     jitter = getattr(args, "gaze_jitter", GAZE_JITTER)
     flags += [f"--gaze-jitter {jitter}"] if jitter != GAZE_JITTER else []
-    regions = tuple(getattr(args, "region", _REGIONS))
-    flags += [f"--region {','.join(regions)}"] if regions != _REGIONS else []
+    regions = tuple(getattr(args, "region", REGION_NAMES))
+    flags += [f"--region {','.join(regions)}"] if regions != REGION_NAMES else []
     return f"revavatar eval align {' '.join(flags)} ({args.split} split)"
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from revavatar.core.canonical import REGION_NAMES as REGIONS
 from revavatar.learning.alignment_model import AlignModelConfig, make_job, save_job
 from revavatar.learning.data import INPUT_MODES, AlignmentPairs
 from revavatar.learning.trainer import progress, seed_everything
 
 __all__ = ["REGIONS", "add_arguments", "lr_schedule", "parse_regions", "run_from_args"]
-REGIONS = ("left_eye", "right_eye", "lower_face")
 _KINDS = ("cyclegan", "autoencoder")
 
 
