@@ -76,6 +76,7 @@ def test_eval_align_schema_and_gaze_reference(tiny_build: Path) -> None:
             assert set(diffs) == set(PAIRED_FIGURES)
             for k, d in diffs.items():
                 assert d["n"] == 3 and d["se"] >= 0.0 and 0.0 <= d["better"] <= 1.0
+                assert d["identities"] == 1 and d["se_identity"] is None  # one test person
                 assert d["mean"] == pytest.approx(figs["cyclegan"][k] - figs[m][k], abs=1e-9)
 
 
@@ -113,18 +114,25 @@ def test_paired_difference_uses_shared_samples_and_the_better_direction() -> Non
     lower = paired_difference(ours, theirs, sign=-1)  # e.g. LPIPS: a smaller value is better
     assert lower is not None and lower["better"] == pytest.approx(1 / 3)
     assert paired_difference({0: 1.0}, {0: 2.0, 1: 3.0}) is None  # one shared sample: no s.e.
+    # samples of one person move together: the s.e. over identities' means, not over samples
+    people = paired_difference(ours, theirs, groups={0: "a", 1: "a", 2: "b"})
+    assert people is not None and people["identities"] == 2
+    assert people["se_identity"] == pytest.approx(0.3 / 2)  # means 0.0 and 0.3
+    alone = paired_difference(ours, theirs, groups={0: "a", 1: "a", 2: "a"})
+    assert alone is not None and alone["identities"] == 1 and alone["se_identity"] is None
 
 
 def test_markdown_table_adds_the_paired_differences() -> None:
     fig = {"ssim": 0.5, "psnr": 20.0, "lpips": 0.3, "n": 4, "gaze_error_deg": None}
-    diff = {"mean": 0.0123, "se": 0.0046, "better": 0.75, "n": 4}
+    diff = {"mean": 0.0123, "se": 0.0046, "better": 0.75, "n": 4, "identities": 2,
+            "se_identity": 0.0111}
     res = {"regions": {"lower_face": {"autoencoder": fig, "cyclegan": fig}},
            "paired": {"lower_face": {"autoencoder": {"ssim": diff, "psnr": {**diff, "mean": -1.5},
                                                      "lpips": None}}}}
     lines = markdown_table(res).splitlines()
-    assert "| region | cyclegan minus | SSIM | PSNR (dB) | LPIPS | n |" in lines
-    assert lines[-1] == ("| lower_face | autoencoder | +0.012 +- 0.005 (75%) "
-                         "| -1.50 +- 0.00 (75%) | - | 4 |")
+    assert lines[-3].startswith("| region | cyclegan minus (mean +- s.e. samples / identities")
+    assert lines[-1] == ("| lower_face | autoencoder | +0.012 +- 0.005 / 0.011 (75%) "
+                         "| -1.50 +- 0.00 / 0.01 (75%) | - | 4 (2) |")
     assert "cyclegan minus" not in markdown_table({**res, "paired": {}})
 
 

@@ -32,9 +32,11 @@ with imperceptible sensor noise added (sigma 2 gray levels: the landmark model's
 floor under which no aligner can be shown to be better).
 
 ``paired`` compares CycleGAN with every other method on the same samples: per figure, the mean of
-the per-sample difference (CycleGAN minus the other), its standard error and the share of samples
-where CycleGAN is better. Faces differ far more from each other than two methods differ on one
-face, so "ahead" is judged on paired differences, not on the distance between two means.
+the per-sample difference (CycleGAN minus the other), its standard error over samples and over
+the identities' means, and the share of samples where CycleGAN is better. Faces differ far more
+from each other than two methods differ on one face, so "ahead" is judged on paired differences,
+not on the distance between two means; with a handful of held-out people, on the identities'
+standard error (samples of one person rise and fall together).
 """
 
 from __future__ import annotations
@@ -237,27 +239,40 @@ def _stats(errors: list[float]) -> dict[str, float] | None:
 PAIRED_FIGURES: Final = {"ssim": 1, "psnr": 1, "lpips": -1}  # +1: higher is better
 
 
-def paired_difference(ours: dict[int, float], theirs: dict[int, float],
-                      sign: int = 1) -> dict[str, float] | None:
+def paired_difference(ours: dict[int, float], theirs: dict[int, float], sign: int = 1,
+                      groups: dict[int, str] | None = None) -> dict[str, Any] | None:
     """Ours minus theirs on the samples both were scored on (keys: sample numbers).
 
     ``better`` is the share of samples where ours is better (``sign`` -1: lower is better);
-    ``se`` the standard error of the mean difference. None below two shared samples.
+    ``se`` the standard error of the mean difference over samples. Samples of one person are
+    not independent (a face the model suits lifts all of them), so with ``groups`` (sample ->
+    identity) ``se_identity`` is also given: the standard error over the identities' mean
+    differences, the honest one when a split holds few people. None below two shared samples.
     """
     keys = sorted(ours.keys() & theirs.keys())
     if len(keys) < 2:
         return None
     d = np.array([ours[k] - theirs[k] for k in keys])
-    return {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))),
-            "better": float(np.mean(sign * d > 0)), "n": len(d)}
+    out: dict[str, Any] = {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))),
+                           "better": float(np.mean(sign * d > 0)), "n": len(d)}
+    if groups is not None:
+        per: dict[str, list[float]] = {}
+        for k, x in zip(keys, d, strict=True):
+            per.setdefault(groups[k], []).append(float(x))
+        means = np.array([np.mean(v) for v in per.values()])
+        out["identities"] = len(means)
+        out["se_identity"] = (float(means.std(ddof=1) / np.sqrt(len(means)))
+                              if len(means) > 1 else None)
+    return out
 
 
-def _paired(scores: dict[str, dict[str, dict[int, float]]]) -> dict[str, Any]:
+def _paired(scores: dict[str, dict[str, dict[int, float]]],
+            groups: dict[int, str]) -> dict[str, Any]:
     """CycleGAN against each other method, per figure of :data:`PAIRED_FIGURES`."""
     ours = scores.get("cyclegan")
     if ours is None:
         return {}
-    return {m: {k: paired_difference(ours[k], theirs[k], sign)
+    return {m: {k: paired_difference(ours[k], theirs[k], sign, groups)
                 for k, sign in PAIRED_FIGURES.items()}
             for m, theirs in scores.items() if m != "cyclegan"}
 
@@ -318,6 +333,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
         gray = True
         vals = {m: {"ssim": [], "psnr": [], "lpips": []} for m in methods}
         scores = {m: {k: {} for k in PAIRED_FIGURES} for m in methods}  # sample -> figure
+        identity = {k: str(e.get("identity", "")) for k, e in enumerate(entries)}
         gaze: dict[str, list[float]] = {m: [] for m in methods}
         bias: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
         floor: dict[str, list[float]] = {r: [] for r in TRUTH_PERTURBATIONS}
@@ -371,7 +387,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                      gt])
         result["regions"][region] = {m: _summary(vals[m], gaze[m], region, bias[m])
                                      for m in methods if vals[m]["ssim"]}
-        result["paired"][region] = _paired({m: v for m, v in scores.items() if vals[m]["ssim"]})
+        result["paired"][region] = _paired({m: v for m, v in scores.items() if vals[m]["ssim"]},
+                                           identity)
         if region in _SIDE:
             result["gaze_reference"][region] = {k: _stats(v) for k, v in floor.items()}
     if figure is not None:
@@ -418,18 +435,27 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 
 def _paired_table(paired: dict[str, Any]) -> list[str]:
-    """CycleGAN minus each method: mean +- s.e. (share of samples where CycleGAN is better)."""
+    """CycleGAN minus each method: mean +- s.e. over samples / over identities (share of
+    samples where CycleGAN is better)."""
     rows = [(region, m, figs) for region, others in paired.items() for m, figs in others.items()]
     if not rows:
         return []
-    lines = ["", "| region | cyclegan minus | SSIM | PSNR (dB) | LPIPS | n |", "|---" * 6 + "|"]
+    lines = ["", "| region | cyclegan minus (mean +- s.e. samples / identities, share better) "
+             "| SSIM | PSNR (dB) | LPIPS | n (identities) |", "|---" * 6 + "|"]
     for region, m, figs in rows:
-        cells = ["-" if (d := figs[k]) is None else
-                 f"{d['mean']:+.{2 if k == 'psnr' else 3}f} +- {d['se']:.{2 if k == 'psnr' else 3}f}"
-                 f" ({d['better']:.0%})" for k in PAIRED_FIGURES]
-        n = next((d["n"] for d in figs.values() if d is not None), 0)
+        cells = [_paired_cell(figs[k], 2 if k == "psnr" else 3) for k in PAIRED_FIGURES]
+        first = next((d for d in figs.values() if d is not None), None)
+        n = "-" if first is None else f"{first['n']} ({first.get('identities', '-')})"
         lines.append(f"| {region} | {m} | {' | '.join(cells)} | {n} |")
     return lines
+
+
+def _paired_cell(d: dict[str, Any] | None, digits: int) -> str:
+    if d is None:
+        return "-"
+    ident = d.get("se_identity")
+    spread = f"{d['se']:.{digits}f}" + ("" if ident is None else f" / {ident:.{digits}f}")
+    return f"{d['mean']:+.{digits}f} +- {spread} ({d['better']:.0%})"
 
 
 def _figure(rows: dict[str, list[list[np.ndarray]]], path: Path, methods: list[str]) -> None:
