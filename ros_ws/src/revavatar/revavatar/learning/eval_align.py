@@ -325,6 +325,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                               "gaze_probe_copies": len(gazer.moves)}
     rows: dict[str, list[list[np.ndarray]]] = {}
     calibration = index.calibration()
+    identity = {k: str(e.get("identity", "")) for k, e in enumerate(entries)}  # for `paired`
     for region in (r for r in REGION_NAMES if r in regions):
         aligners = method_aligners(region, calibration, models, layout)
         methods = ["homography", "surface", "dp", "homography+dp",
@@ -333,7 +334,6 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
         gray = True
         vals = {m: {"ssim": [], "psnr": [], "lpips": []} for m in methods}
         scores = {m: {k: {} for k in PAIRED_FIGURES} for m in methods}  # sample -> figure
-        identity = {k: str(e.get("identity", "")) for k, e in enumerate(entries)}
         gaze: dict[str, list[float]] = {m: [] for m in methods}
         bias: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
         floor: dict[str, list[float]] = {r: [] for r in TRUTH_PERTURBATIONS}
