@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from revavatar.core.landmarks import FaceLandmarks
 
 __all__ = [
+    "EYE_SIDES",
     "INTEROCULAR_MM",
     "REGION_NAMES",
     "CanonicalLayout",
@@ -56,6 +57,8 @@ _PLANES: Final[dict[str, tuple[float, float, float]]] = {
 }
 #: the three regions a headset camera sees, in the order of CAMERA_NAMES
 REGION_NAMES: Final = ("left_eye", "right_eye", "lower_face")
+#: the eye regions and the side of the face each shows (the landmark schemes' eye keys)
+EYE_SIDES: Final = {"left_eye": "left", "right_eye": "right"}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from revavatar.core.canonical import EYE_SIDES
 from revavatar.errors import InputError
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ PATH_FIELDS: Final = ("gt", "reference", "left_eye", "right_eye", "lower_face", 
                       "gt_right_eye", "gt_lower_face", "landmarks")
 #: how AlignmentPairs turns a raw headset frame into the model input (see AlignmentPairs)
 INPUT_MODES: Final = ("resize", "rectified", "surface")
-_EYE_SIDE: Final = {"left_eye": "left", "right_eye": "right"}
 #: how far (crop px) the focus mask reaches beyond the lid landmarks: lashes and lid edges
 _FOCUS_MARGIN_PX: Final = 6
 
@@ -387,7 +387,7 @@ class AlignmentPairs(Dataset):
             path = self.entries[i].get("landmarks")
             lm = np.load(path) if path and Path(path).is_file() else np.zeros((0, 2))
             self._focus[i] = focus_mask(lm, self.layout.region(self.region),
-                                        _EYE_SIDE.get(self.region))
+                                        EYE_SIDES.get(self.region))
         return self._focus[i]
 
     def set_epoch(self, epoch: int) -> None:
@@ -417,7 +417,7 @@ class AlignmentPairs(Dataset):
         e = self.entries[i]
         if self.augment:
             view = self._jitter(view, int(e["index"]))
-        side = _EYE_SIDE.get(self.region)
+        side = EYE_SIDES.get(self.region)
         gaze = e["gaze"][side] if side else e.get("gaze_deg", [0.0, 0.0])
         focus = torch.from_numpy(self.focus(i)).float().div_(255.0)[None]
         item = {"view": to_tensor(view), "target": to_tensor(target), "focus": focus,

@@ -51,7 +51,7 @@ from typing import Any, Final
 import cv2
 import numpy as np
 
-from revavatar.core.canonical import REGION_NAMES
+from revavatar.core.canonical import EYE_SIDES, REGION_NAMES
 from revavatar.errors import InputError
 
 __all__ = ["GAZE_JITTER", "METHODS", "PAIRED_FIGURES", "TRUTH_PERTURBATIONS", "GazeProbe",
@@ -60,7 +60,6 @@ __all__ = ["GAZE_JITTER", "METHODS", "PAIRED_FIGURES", "TRUTH_PERTURBATIONS", "G
            "run_from_args", "spread_samples", "update_cards"]
 
 METHODS: Final = ("homography", "surface", "dp", "homography+dp", "autoencoder", "cyclegan")
-_SIDE: Final = {"left_eye": "left", "right_eye": "right"}
 
 
 def resolve_data(data: Path, cache: Path | None = None, samples: int = 1500, seed: int = 0,
@@ -206,9 +205,9 @@ def _opening(entry: dict[str, Any], layout: Any, region: str) -> np.ndarray | No
     from revavatar.learning.data import focus_mask  # noqa: PLC0415
 
     path = entry.get("landmarks")
-    if region not in _SIDE or not path or not Path(path).is_file():
+    if region not in EYE_SIDES or not path or not Path(path).is_file():
         return None
-    mask = focus_mask(np.load(path), layout.region(region), _SIDE[region]) > 127
+    mask = focus_mask(np.load(path), layout.region(region), EYE_SIDES[region]) > 127
     return mask if mask.any() else None
 
 
@@ -280,13 +279,13 @@ def _paired(scores: dict[str, dict[str, dict[int, float]]],
 def _summary(vals: dict[str, list[float]], gaze: list[float], region: str,
              bias: list[tuple[float, float]]) -> dict[str, Any]:
     res: dict[str, Any] = {k: float(np.mean(v)) for k, v in vals.items()}
-    stats = _stats(gaze) if region in _SIDE else None
+    stats = _stats(gaze) if region in EYE_SIDES else None
     res["gaze_error_deg"] = None if stats is None else {"mean": stats["mean"], "p95": stats["p95"]}
     if stats is not None:  # signed mean: a systematic turn of the aligned eye, not scatter
         yaw, pitch = np.mean(np.asarray(bias), axis=0)
         res["gaze_bias_deg"] = {"yaw": float(yaw), "pitch": float(pitch)}
     res["n"] = len(vals["ssim"])
-    if region in _SIDE and len(gaze) < res["n"]:
+    if region in EYE_SIDES and len(gaze) < res["n"]:
         print(f"eval align: {region}: gaze measured on {len(gaze)} of {res['n']} samples "
               "(MediaPipe found no face in the others)", file=sys.stderr)
     return res
@@ -347,7 +346,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
             gray = frame.ndim == 2
             gt = read_image(e[f"gt_{region}"], gray=gray)
             face = read_image(e["gt"])
-            side = _SIDE.get(region)
+            side = EYE_SIDES.get(region)
             ref = gazer(paste_into_face(face, gt, box), side) if side else None
             for kind in TRUTH_PERTURBATIONS if ref is not None else ():
                 got = gazer(paste_into_face(face, perturbed_truth(gt, kind, rng), box), side)
@@ -389,7 +388,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                                      for m in methods if vals[m]["ssim"]}
         result["paired"][region] = _paired({m: v for m, v in scores.items() if vals[m]["ssim"]},
                                            identity)
-        if region in _SIDE:
+        if region in EYE_SIDES:
             result["gaze_reference"][region] = {k: _stats(v) for k, v in floor.items()}
     if figure is not None:
         _figure(rows, figure, methods)

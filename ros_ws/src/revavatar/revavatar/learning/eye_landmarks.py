@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from revavatar.core.canonical import EYE_SIDES
+
 __all__ = ["LABELS", "POINTS", "EyeLandmarkConfig", "EyeLandmarkNet", "EyeLandmarkSet",
            "augment", "eye_points", "gaze_offset", "load_eye_landmarks", "mirror_points",
            "probe_labels", "save_eye_landmarks", "soft_argmax"]
@@ -36,7 +38,6 @@ __all__ = ["LABELS", "POINTS", "EyeLandmarkConfig", "EyeLandmarkNet", "EyeLandma
 #: the points the network finds, in this order; corners image-left first (after mirroring a
 #: right eye, the inner corner)
 POINTS: Final = ("iris", "corner_a", "corner_b")
-_SIDE: Final = {"left_eye": "left", "right_eye": "right"}
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class EyeLandmarkNet(nn.Module):
 
     def points(self, crops: torch.Tensor, region: str) -> torch.Tensor:
         """(N, 3, 2) points on ``region``'s crops (a right eye is mirrored in and out)."""
-        if _SIDE[region] == "left":
+        if EYE_SIDES[region] == "left":
             return self(crops)
         return mirror_points(self(crops.flip(-1)), crops.shape[-1])
 
@@ -126,7 +127,7 @@ def eye_points(landmarks: np.ndarray, region: Any, name: str) -> np.ndarray | No
     pts = np.asarray(landmarks, dtype=np.float64)
     if len(pts) < 478 or not np.any(pts):
         return None
-    eye = SCHEMES["mediapipe478"].eyes[_SIDE[name]]
+    eye = SCHEMES["mediapipe478"].eyes[EYE_SIDES[name]]
     return region.canonical_to_crop(pts[[eye.iris, *eye.corners]])
 
 
@@ -214,12 +215,12 @@ class EyeLandmarkSet:
         imgs, pts = [], []
         for e in entries:
             lm = probed[int(e["index"])] if probed else np.load(e["landmarks"])
-            for name in _SIDE:
+            for name in EYE_SIDES:
                 p = eye_points(lm, layout.region(name), name)
                 if p is None:
                     continue
                 img = read_image(e[f"gt_{name}"], gray=True)
-                if _SIDE[name] == "right":
+                if EYE_SIDES[name] == "right":
                     img = np.ascontiguousarray(img[:, ::-1])
                     p = mirror_points(p, img.shape[1])
                 imgs.append(img)
