@@ -332,7 +332,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
         plane = {a: getattr(a, "rectifier", None) for a in aligners.values()}  # the fallback
         gray = True
         vals = {m: {"ssim": [], "psnr": [], "lpips": []} for m in methods}
-        scores = {m: {k: {} for k in PAIRED_FIGURES} for m in methods}  # sample -> figure
+        scored: dict[str, list[int]] = {m: [] for m in methods}  # the samples of vals[m]
         gaze: dict[str, list[float]] = {m: [] for m in methods}
         bias: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
         floor: dict[str, list[float]] = {r: [] for r in TRUTH_PERTURBATIONS}
@@ -370,8 +370,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                 vals[m]["ssim"].append(ssim(crop, gt))
                 vals[m]["psnr"].append(psnr(crop, gt))
                 vals[m]["lpips"].append(float(dist))
-                for name in PAIRED_FIGURES:
-                    scores[m][name][k] = vals[m][name][-1]
+                scored[m].append(k)
                 if opening is not None:
                     vals[m].setdefault("opening_psnr", []).append(_masked_psnr(crop, gt, opening))
                 if ref is not None:
@@ -386,8 +385,9 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                      gt])
         result["regions"][region] = {m: _summary(vals[m], gaze[m], region, bias[m])
                                      for m in methods if vals[m]["ssim"]}
-        result["paired"][region] = _paired({m: v for m, v in scores.items() if vals[m]["ssim"]},
-                                           identity)
+        result["paired"][region] = _paired(
+            {m: {f: dict(zip(scored[m], vals[m][f], strict=True)) for f in PAIRED_FIGURES}
+             for m in methods if scored[m]}, identity)
         if region in EYE_SIDES:
             result["gaze_reference"][region] = {k: _stats(v) for k, v in floor.items()}
     if figure is not None:

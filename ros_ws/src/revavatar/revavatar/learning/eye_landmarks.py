@@ -11,8 +11,9 @@ probe turns into an angle.
 
 One network serves both eyes: a right-eye crop is mirrored into a left-eye crop on the way in
 (its corners swapped so the image-left corner stays first) and the points are mirrored back.
-Labels are each VR-Face sample's canonical Face Mesh points of the truth (``landmarks.npy``),
-mapped into the region's crop.
+Labels (:data:`LABELS`), mapped into the region's crop: what the evaluation's gaze probe reads on
+each truth face (``probe``, the default of ``train eye-landmarks``: :func:`probe_labels`), or the
+VR-Face sample's own Face Mesh points of its source frame (``build``, ``landmarks.npy``).
 """
 
 from __future__ import annotations
