@@ -1,7 +1,7 @@
 """What limits the aligners' gaze error: an exact-geometry oracle on the same test samples.
 
 Usage: python benchmarks/align_gaze_floor.py [--data /tmp/vrface_hf8k] [--limit 60]
-       [--models models] [--json OUT] [--figure PNG] [--gaze-jitter N]
+       [--models models] [--json OUT] [--figure PNG] [--gaze-jitter N] [--gaze-paste eye|crop]
 
 A VR-Face sample is a render of the source frame's own face mesh, so the exact inverse of its
 camera geometry is known: :class:`revavatar.core.alignment.SurfaceAligner` on that mesh's
@@ -21,7 +21,13 @@ paste into the true face) for:
 - ``plane_view_dpfill``: the same with what the camera cannot see (its housing included) filled
   from the enrollment crop instead of the truth (``eval align``'s ``homography+dp``);
 - ``homography``, ``cyclegan``, ``autoencoder``: the aligners, as evaluated (aligners conditioned
-  on the wearer get the sample's DP reference and its surface, as in ``eval align``).
+  on the wearer get the sample's DP reference and its surface, as in ``eval align``);
+- ``truth_eye_cyclegan_around``: the truth's own eye (``eye_weight``) inside CycleGAN's crop: no
+  eye moved, so under ``--gaze-paste crop`` it reads what the probe takes from the surroundings
+  alone (under ``eye`` it is the truth up to the feathered rim);
+- ``iris_shift_1px``: the truth with its iris disc moved one crop pixel toward image right and
+  nothing else; the record's ``expected`` is the angle that move is on the eyeball model (from
+  the truth's own landmarks), so measured / expected is the probe's gain for a real eye turn.
 
 The gap between ``exact_clean_fill`` and ``exact_view_fill`` is what the simulated camera effects
 cost a perfect-geometry aligner that does nothing else; a learned aligner has to undo them
@@ -42,18 +48,23 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Final
 
 import cv2
 import numpy as np
 
 from revavatar.core.alignment import SurfaceAligner, enrollment_input
-from revavatar.core.canonical import CanonicalLayout
-from revavatar.core.gaze import angular_error_deg
+from revavatar.core.canonical import EYE_SIDES, CanonicalLayout
+from revavatar.core.gaze import EYE_WIDTH_MM, EYEBALL_RADIUS_MM, angular_error_deg
+from revavatar.core.landmarks import SCHEMES
 from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex, read_image
 from revavatar.learning.eval_align import (
     GAZE_JITTER,
+    GAZE_PASTES,
     GazeProbe,
+    eye_weight,
     follow_wearer,
+    gaze_face,
     method_aligners,
     paste_into_face,
     perturbed_truth,
@@ -65,7 +76,6 @@ from revavatar.vrface.renderer import HeadsetRenderer, render_depth_orthographic
 from revavatar.vrface.sources import LandmarkCache, SourceFile, iter_frames, scan_sources
 
 ROOT = Path(__file__).resolve().parents[1]
-_SIDE = {"left_eye": "left", "right_eye": "right"}
 #: |head yaw| bins (deg) of the breakdown
 _YAW_BINS = ((0, 2), (2, 4), (4, 7), (7, 12), (12, 90))
 #: rows split by effect and head pose: the oracle without and with effects, the two aligners
@@ -97,9 +107,43 @@ def _fill(crop: np.ndarray, valid: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.where(valid, crop, gt).astype(np.uint8)
 
 
-def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER) -> list[dict]:
+#: iris disc moved rigidly out to this radius (mm; the iris is ~6 mm), faded out by the next
+_IRIS_DISC_MM: Final = (6.5, 11.0)
+
+
+def iris_shifted(gt: np.ndarray, centre: np.ndarray, shift_px: float, mm_per_px: float,
+                 ) -> np.ndarray:
+    """``gt`` with the disc about ``centre`` (crop px) moved ``shift_px`` to the right: the iris
+    turns, corners and lids (15 mm off) stay."""
+    h, w = gt.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = np.hypot(xx - centre[0], yy - centre[1]) * mm_per_px
+    r0, r1 = _IRIS_DISC_MM
+    t = np.clip((r - r0) / (r1 - r0), 0.0, 1.0)
+    move = (0.5 + 0.5 * np.cos(np.pi * t)).astype(np.float32) * shift_px
+    return cv2.remap(gt, xx - move, yy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _iris_turn(probe: GazeProbe, face: np.ndarray, box: tuple[int, int, int, int],
+               gt: np.ndarray, side: str, mm_per_px: float) -> tuple[np.ndarray, float] | None:
+    """(iris-shifted truth crop, the eye turn it means in deg) from the truth's landmarks."""
+    pts = probe.points(paste_into_face(face, gt, box))
+    if pts is None:
+        return None
+    eye = SCHEMES["mediapipe478"].eyes[side]
+    scale = gt.shape[1] / (box[2] - box[0])  # crop px per face px
+    centre = (pts[eye.iris] - np.array(box[:2])) * scale + 0.5 * (scale - 1.0)
+    width_px = float(np.linalg.norm(pts[eye.corners[1]] - pts[eye.corners[0]]))
+    moved_mm = EYE_WIDTH_MM / width_px / scale  # 1 crop px on the eyeball model
+    expected = float(np.degrees(np.arcsin(min(moved_mm / EYEBALL_RADIUS_MM, 1.0))))
+    return iris_shifted(gt, centre, 1.0, mm_per_px / scale), expected
+
+
+def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER,
+            gaze_paste: str = "eye") -> list[dict]:
     """One record per sample and eye the probe could read: its camera's effects, the head pose
-    and each row's gaze error (deg); the probe averages ``gaze_jitter`` copies (GazeProbe)."""
+    and each row's gaze error (deg); the probe averages ``gaze_jitter`` copies (GazeProbe) and
+    sees each crop's ``gaze_paste`` (eval align's ``--gaze-paste``)."""
     index = VRFaceIndex(data)
     layout = CanonicalLayout(index.layout_size)
     files = {s.rel: s for s in scan_sources(_source_folder(index))}
@@ -108,12 +152,13 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
                           config.get("backend", "mediapipe"))
     entries = spread_samples(index, "test", ("front",), limit)
     calibration = index.calibration()
-    aligners = {r: method_aligners(r, calibration, models, layout) for r in _SIDE}
-    planes = {a: getattr(a, "rectifier", None) for r in _SIDE for a in aligners[r].values()}
+    aligners = {r: method_aligners(r, calibration, models, layout) for r in EYE_SIDES}
+    planes = {a: getattr(a, "rectifier", None) for r in EYE_SIDES for a in aligners[r].values()}
     renderer = HeadsetRenderer(calibration, layout)
     head_fixed = bool(config.get("head_fixed", False))  # older builds: False
     probe, rng = GazeProbe(gaze_jitter), np.random.default_rng(0)
     surfaces = ReferenceSurfaces(layout, probe.det)  # the enrollment faces, as eval align
+    weights = {r: eye_weight(layout, r) if gaze_paste == "eye" else None for r in EYE_SIDES}
     out: list[dict] = []
     for e in progress(len(entries), desc="gaze floor", unit="sample", iterable=entries):
         src = files[e["source"]["file"]]
@@ -126,7 +171,7 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
         clean = renderer.render(frame, mesh, view="front")
         face, dp_face = read_image(e["gt"]), read_image(e["reference"])
         dp_depth = surfaces.depth(e["reference"])
-        for region, side in _SIDE.items():
+        for region, side in EYE_SIDES.items():
             box = layout.region(region).box_px
             gt = read_image(e[f"gt_{region}"], gray=True)
             ref = probe(paste_into_face(face, gt, box), side)
@@ -151,17 +196,25 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
             crops.update({m: a.align(view) for m, a in aligners[region].items()})
             plane = aligners[region]["homography"]
             crops["plane_view_fill"] = _fill(crops["homography"], plane.valid_mask, gt)
+            if "cyclegan" in crops:
+                wgt = eye_weight(layout, region)
+                crops["truth_eye_cyclegan_around"] = np.rint(
+                    wgt * gt + (1.0 - wgt) * crops["cyclegan"]).astype(np.uint8)
+            turn = _iris_turn(probe, face, box, gt, side, layout.mm_per_px)
+            if turn is not None:
+                crops["iris_shift_1px"] = turn[0]
             crops["plane_view_dpfill"] = enrollment_input(crops["homography"], plane.valid_mask,
                                                           dp_face, layout, region)[0]
             errors = {}
             for name, crop in crops.items():
-                got = probe(paste_into_face(face, crop, box), side)
+                got = probe(gaze_face(face, crop, gt, box, weights[region]), side)
                 if got is not None:
                     errors[name] = angular_error_deg(got, ref)
             out.append({"region": region, "index": e["index"], "head_pose": e["head_pose"],
                         "effects": sorted(x["effect"] for x in e["effects"]
                                           if x["camera"] == region),
-                        "errors": errors})
+                        "errors": errors,
+                        "expected": {} if turn is None else {"iris_shift_1px": turn[1]}})
     return out
 
 
@@ -242,14 +295,22 @@ def main() -> None:
     ap.add_argument("--figure", type=Path, default=None, help="breakdown plot (PNG)")
     ap.add_argument("--gaze-jitter", type=int, default=GAZE_JITTER,
                     help="copies the gaze probe averages over (eval align --gaze-jitter)")
+    ap.add_argument("--gaze-paste", default="eye", choices=GAZE_PASTES,
+                    help="what of each crop the probe sees (eval align --gaze-paste)")
     args = ap.parse_args()
-    samples = measure(args.data, args.models, args.limit, args.gaze_jitter)
+    samples = measure(args.data, args.models, args.limit, args.gaze_jitter, args.gaze_paste)
     print("| row | gaze err mean (deg) | median | p95 | n (both eyes) |")
     print("|---|---|---|---|---|")
     for name in dict.fromkeys(r for s in samples for r in s["errors"]):
         vals = np.array([s["errors"][name] for s in samples if name in s["errors"]])
         print(f"| {name} | {vals.mean():.2f} | {np.median(vals):.2f} | "
               f"{np.percentile(vals, 95):.2f} | {len(vals)} |")
+    pairs = [(s["errors"]["iris_shift_1px"], s["expected"]["iris_shift_1px"]) for s in samples
+             if "iris_shift_1px" in s["errors"] and "iris_shift_1px" in s["expected"]]
+    if pairs:
+        got, want = np.mean(pairs, axis=0)
+        print(f"\nprobe gain for a real eye turn (iris_shift_1px): {got:.2f} deg measured / "
+              f"{want:.2f} deg on the eyeball model = {got / want:.2f} (n {len(pairs)})")
     rows = tuple(r for r in _BREAKDOWN_ROWS if any(r in s["errors"] for s in samples))
     split = breakdown(samples, rows)
     _print_breakdown(split)
@@ -257,8 +318,8 @@ def main() -> None:
         plot_breakdown(samples, split, args.figure)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"samples": samples, "breakdown": split}, indent=1)
-                             + "\n")
+        record = {"gaze_paste": args.gaze_paste, "samples": samples, "breakdown": split}
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,12 +10,16 @@ import numpy as np
 import pytest
 
 from revavatar.learning.eval_align import (
+    GAZE_EYE_MM,
     GAZE_JITTER,
     METHODS,
     PAIRED_FIGURES,
     evaluate,
+    eye_weight,
+    gaze_face,
     markdown_table,
     paired_difference,
+    paste_into_face,
 )
 from revavatar.vrface.builder import BuildConfig, build
 
@@ -43,6 +47,8 @@ def test_eval_align_schema_and_gaze_reference(tiny_build: Path) -> None:
     assert json.loads(json.dumps(res)) == res
     assert set(res["regions"]) == {"left_eye", "right_eye", "lower_face"}
     assert res["gaze_probe_copies"] == GAZE_JITTER
+    assert res["gaze_paste"] == "eye"
+    assert "saw each crop's eye in the true face" in markdown_table(res)
     for region, methods in res["regions"].items():
         assert set(methods) <= set(METHODS)
         assert {"homography", "surface", "dp", "homography+dp"} <= set(methods)
@@ -74,10 +80,64 @@ def test_eval_align_schema_and_gaze_reference(tiny_build: Path) -> None:
         assert set(others) == set(figs) - {"cyclegan"}
         for m, diffs in others.items():
             assert set(diffs) == set(PAIRED_FIGURES)
+            gaze = diffs.pop("gaze")
+            if region == "lower_face":
+                assert gaze is None  # no eye, no gaze
+            elif gaze is not None:  # the samples where Face Mesh read both crops
+                assert 2 <= gaze["n"] <= 3 and gaze["se"] >= 0.0
             for k, d in diffs.items():
                 assert d["n"] == 3 and d["se"] >= 0.0 and 0.0 <= d["better"] <= 1.0
                 assert d["identities"] == 1 and d["se_identity"] is None  # one test person
                 assert d["mean"] == pytest.approx(figs["cyclegan"][k] - figs[m][k], abs=1e-9)
+
+
+def test_eval_align_refuses_an_unknown_gaze_paste(tiny_build: Path) -> None:
+    with pytest.raises(ValueError, match="gaze_paste"):
+        evaluate(tiny_build, ROOT / "models", limit=1, gaze_paste="face")
+
+
+@pytest.mark.parametrize(("region", "side"), [("left_eye", 1), ("right_eye", 0)])
+def test_eye_weight_covers_the_eye_and_nothing_far_from_it(region: str, side: int) -> None:
+    from revavatar.core.canonical import CanonicalLayout
+
+    layout = CanonicalLayout(256)
+    reg = layout.region(region)
+    w = eye_weight(layout, region)
+    assert w.shape == reg.crop_size[::-1] and w.dtype == np.float32
+    assert 0.0 <= w.min() and w.max() <= 1.0
+
+    def at(dx_mm: float, dy_mm: float) -> float:
+        """Weight at a head-frame offset from the template eye centre."""
+        x0, y0, x1, y1 = reg.box_px
+        cx, cy = layout.template_points()[side]
+        u = (cx + dx_mm / layout.mm_per_px - x0) * reg.crop_size[0] / (x1 - x0)
+        v = (cy + dy_mm / layout.mm_per_px - y0) * reg.crop_size[1] / (y1 - y0)
+        return float(w[int(v), int(u)])
+
+    a, b = GAZE_EYE_MM
+    # both corners (15 mm either side of a 30 mm eye), both lids: fully the crop's
+    assert at(0, 0) == at(15, 0) == at(-15, 0) == at(0, 6) == at(0, -6) == 1.0
+    assert at(a + 3, 0) == at(0, b + 3) == at(0, -b - 3) == 0.0  # brow, cheek, temple: the truth
+    assert w[0, 0] == w[-1, -1] == 0.0
+
+
+def test_gaze_face_pastes_only_the_eye_over_the_truth() -> None:
+    from revavatar.core.canonical import CanonicalLayout
+
+    layout = CanonicalLayout(256)
+    reg = layout.region("left_eye")
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    gt = rng.integers(0, 256, reg.crop_size[::-1], dtype=np.uint8)
+    crop = rng.integers(0, 256, reg.crop_size[::-1], dtype=np.uint8)
+    w = eye_weight(layout, "left_eye")
+    got = gaze_face(face, crop, gt, reg.box_px, w)
+    crop_w = np.rint(w * crop + (1 - w) * gt).astype(np.uint8)
+    assert np.array_equal(got, paste_into_face(face, crop_w, reg.box_px))
+    assert np.array_equal(gaze_face(face, crop, gt, reg.box_px, None),
+                          paste_into_face(face, crop, reg.box_px))  # the whole crop
+    color = gaze_face(face, np.dstack([crop] * 3), np.dstack([gt] * 3), reg.box_px, w)
+    assert np.array_equal(color, got)  # BGR crops weigh the same
 
 
 def test_markdown_table_bolds_best_per_region() -> None:
@@ -128,11 +188,15 @@ def test_markdown_table_adds_the_paired_differences() -> None:
             "se_identity": 0.0111}
     res = {"regions": {"lower_face": {"autoencoder": fig, "cyclegan": fig}},
            "paired": {"lower_face": {"autoencoder": {"ssim": diff, "psnr": {**diff, "mean": -1.5},
-                                                     "lpips": None}}}}
+                                                     "lpips": None, "gaze": None}},
+                      "left_eye": {"homography": {"ssim": diff, "psnr": diff, "lpips": diff,
+                                                  "gaze": {**diff, "mean": -2.345}}}}}
     lines = markdown_table(res).splitlines()
-    assert lines[-3].startswith("| region | cyclegan minus (mean +- s.e. samples / identities")
-    assert lines[-1] == ("| lower_face | autoencoder | +0.012 +- 0.005 / 0.011 (75%) "
-                         "| -1.50 +- 0.00 / 0.01 (75%) | - | 4 (2) |")
+    assert lines[-4].startswith("| region | cyclegan minus (mean +- s.e. samples / identities")
+    assert lines[-4].endswith("| SSIM | PSNR (dB) | LPIPS | gaze (deg) | n (identities) |")
+    assert lines[-2] == ("| lower_face | autoencoder | +0.012 +- 0.005 / 0.011 (75%) "
+                         "| -1.50 +- 0.00 / 0.01 (75%) | - | - | 4 (2) |")
+    assert lines[-1].endswith("| -2.35 +- 0.00 / 0.01 (75%) | 4 (2) |")
     assert "cyclegan minus" not in markdown_table({**res, "paired": {}})
 
 
@@ -164,11 +228,12 @@ def test_update_cards_writes_figures_and_a_new_export_drops_them(tmp_path: Path)
             "gaze_error_deg": {"mean": 5.1, "p95": 10.0}}
     res = {"regions": {"left_eye": {"homography": figs, "cyclegan": figs},
                        "right_eye": {"cyclegan": figs}},  # no model there: skipped
-           "gaze_probe_copies": 8}
+           "gaze_probe_copies": 8, "gaze_paste": "eye"}
     assert update_cards(res, tmp_path, "revavatar eval align --data D") == [out / "README.md"]
     card = json.loads((out / "card.json").read_text())
     assert card["metrics"]["step"] == 7 and card["metrics"]["psnr"] == 18.0
     assert card["metrics"]["gaze_probe_copies"] == 8  # what the gaze figure was read with
+    assert card["metrics"]["gaze_paste"] == "eye"
     assert "revavatar eval align --data D" in (out / "README.md").read_text()
     export_aligner(model, out, {"steps": 8, "command": "test"})  # new weights, old figures gone
     assert "metrics" not in json.loads((out / "card.json").read_text())

@@ -17,13 +17,19 @@ aligners conditioned on the enrolled wearer (``reference`` models), who get the 
 which crop-wide figures barely weigh (the enrollment crop alone scores well on those).
 
 Gaze (eye regions) measures what the paper means, "does the aligned eye look where the true eye
-looks": the crop is pasted back into the sample's true aligned face at its canonical box (resized
-to the box, gray replicated to BGR), MediaPipe Face Mesh with iris refinement runs on that face,
+looks": the crop's eye is pasted back into the sample's true aligned face (the crop resized to its
+canonical box, gray replicated to BGR), MediaPipe Face Mesh with iris refinement runs on that face,
 and the eye's (yaw, pitch) from :func:`revavatar.core.gaze.gaze_angles` is compared with the same
-measurement on the face with the *ground-truth* crop pasted the same way. Both faces differ only
-inside the eye box, so the face detection and the other eye are shared and the error is the
-crop's. Samples where MediaPipe finds no face in either image are left out of the gaze figures.
-Each face is read as the mean of :data:`GAZE_JITTER` copies moved by sub-pixel amounts
+measurement on the face with the *ground-truth* crop pasted the same way. Only the eye is pasted
+(``gaze_paste="eye"``, the default since 2026-12-07): an ellipse of :data:`GAZE_EYE_MM` about the
+template eye centre, feathered, over the truth's own crop (:func:`eye_weight`). Face Mesh places
+the eye corners (and so the iris crop) from the whole face, so brow, temple and cheek pixels that
+differ from the truth turn its eye reading although no eye moved: the exact inverse of an
+effect-free VR-Face render, whose eye matches the truth, read 1.6 deg pasted whole against 0.24
+deg pasted eye-only, and the truth's eye inside CycleGAN's surroundings read 2.9 deg
+(``reports/alignment.md``, 2026-12-07). ``gaze_paste="crop"`` pastes the whole crop (the figure of
+earlier reports). Samples where MediaPipe finds no face in either image are left out of the gaze
+figures. Each face is read as the mean of :data:`GAZE_JITTER` copies moved by sub-pixel amounts
 (:class:`GazeProbe`), which averages out the landmark model's pixel-grid jitter.
 
 What the gaze figure can resolve is reported beside it (``gaze_reference``): the same error for
@@ -31,9 +37,10 @@ the ground-truth crop itself shifted by one crop pixel (what 1 px of misregistra
 with imperceptible sensor noise added (sigma 2 gray levels: the landmark model's own jitter, the
 floor under which no aligner can be shown to be better).
 
-``paired`` compares CycleGAN with every other method on the same samples: per figure, the mean of
-the per-sample difference (CycleGAN minus the other), its standard error over samples and over
-the identities' means, and the share of samples where CycleGAN is better. Faces differ far more
+``paired`` compares CycleGAN with every other method on the same samples: per figure (SSIM, PSNR,
+LPIPS and, on the eyes, the gaze error), the mean of the per-sample difference (CycleGAN minus
+the other), its standard error over samples and over the identities' means, and the share of
+samples where CycleGAN is better. Faces differ far more
 from each other than two methods differ on one face, so "ahead" is judged on paired differences,
 not on the distance between two means; with a handful of held-out people, on the identities'
 standard error (samples of one person rise and fall together).
@@ -54,8 +61,10 @@ import numpy as np
 from revavatar.core.canonical import EYE_SIDES, REGION_NAMES
 from revavatar.errors import InputError
 
-__all__ = ["GAZE_JITTER", "METHODS", "PAIRED_FIGURES", "TRUTH_PERTURBATIONS", "GazeProbe",
-           "add_arguments", "evaluate", "follow_wearer", "markdown_table", "method_aligners",
+__all__ = ["GAZE_EYE_MM", "GAZE_JITTER", "GAZE_PASTES", "METHODS", "PAIRED_FIGURES",
+           "TRUTH_PERTURBATIONS", "GazeProbe",
+           "add_arguments", "evaluate", "eye_weight", "follow_wearer", "gaze_face",
+           "markdown_table", "method_aligners",
            "paired_difference", "paste_into_face", "perturbed_truth", "resolve_data",
            "run_from_args", "spread_samples", "update_cards"]
 
@@ -88,6 +97,45 @@ def paste_into_face(face: np.ndarray, crop: np.ndarray, box: tuple[int, int, int
     out = face.copy()
     out[y0:y1, x0:x1] = cv2.resize(img, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
     return out
+
+
+#: what of an aligned crop the gaze probe sees: "eye" (:func:`eye_weight`) or the whole "crop"
+GAZE_PASTES: Final = ("eye", "crop")
+#: semi-axes (mm; x, y) of the eye ellipse pasted for gaze: the eye is 30 mm corner to corner
+#: and its opening about 10 mm tall, so both corners, both lids and a margin are in
+GAZE_EYE_MM: Final = (20.0, 12.0)
+#: width (mm) of the ellipse's rim over which the crop fades into the truth
+GAZE_FEATHER_MM: Final = 3.0
+
+
+def eye_weight(layout: Any, region: str) -> np.ndarray:
+    """(h, w) float32 weights over ``region``'s crop: 1 on the eye, 0 away from it (module doc).
+
+    Fixed by the canonical layout (the template eye centre), not by any sample's landmarks, so
+    the truth tells the probe nothing about where the aligned eye should be.
+    """
+    side = EYE_SIDES[region]
+    reg = layout.region(region)
+    x0, y0, x1, y1 = reg.box_px
+    w, h = reg.crop_size
+    sx, sy = w / (x1 - x0), h / (y1 - y0)
+    cx, cy = layout.template_points()[0 if side == "right" else 1]
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5  # crop pixel centres
+    dx = (xx / sx + x0 - cx) * layout.mm_per_px
+    dy = (yy / sy + y0 - cy) * layout.mm_per_px
+    a, b = GAZE_EYE_MM
+    inside_mm = (1.0 - np.hypot(dx / a, dy / b)) * min(a, b)  # ~ distance inside the rim
+    return np.clip(inside_mm / GAZE_FEATHER_MM + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+def gaze_face(face: np.ndarray, crop: np.ndarray, gt: np.ndarray, box: tuple[int, int, int, int],
+              weight: np.ndarray | None) -> np.ndarray:
+    """The true face with ``crop`` pasted into ``box`` for the gaze probe: only its eye
+    (``weight`` from :func:`eye_weight`, over the truth crop ``gt``), or all of it (None)."""
+    if weight is not None:
+        wgt = weight[..., None] if crop.ndim == 3 else weight
+        crop = np.rint(wgt * crop + (1.0 - wgt) * gt).astype(np.uint8)
+    return paste_into_face(face, crop, box)
 
 
 #: copies of a face the gaze probe averages over (GazeProbe): on the test split 8 copies take
@@ -235,7 +283,9 @@ def _stats(errors: list[float]) -> dict[str, float] | None:
              "n": len(errors)} if errors else None)
 
 
-PAIRED_FIGURES: Final = {"ssim": 1, "psnr": 1, "lpips": -1}  # +1: higher is better
+#: figures compared sample by sample, +1 where higher is better (gaze: the eye regions only)
+PAIRED_FIGURES: Final = {"ssim": 1, "psnr": 1, "lpips": -1, "gaze": -1}
+_PIXEL_FIGURES: Final = ("ssim", "psnr", "lpips")
 
 
 def paired_difference(ours: dict[int, float], theirs: dict[int, float], sign: int = 1,
@@ -294,12 +344,12 @@ def _summary(vals: dict[str, list[float]], gaze: list[float], region: str,
 def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None,
              split: str = "test", figure: Path | None = None,
              views: tuple[str, ...] | None = None, gaze_jitter: int = GAZE_JITTER,
-             regions: tuple[str, ...] = REGION_NAMES) -> dict[str, Any]:
+             regions: tuple[str, ...] = REGION_NAMES, gaze_paste: str = "eye") -> dict[str, Any]:
     """Metrics per region and method (see the module docstring); optionally a qualitative PNG.
 
     ``views`` keeps only samples rendered from those VR-Face views (e.g. ``("front",)``);
     ``gaze_jitter``: copies the gaze probe averages over (:class:`GazeProbe`); ``regions``: the
-    regions to evaluate (canonical order).
+    regions to evaluate (canonical order); ``gaze_paste``: one of :data:`GAZE_PASTES`.
     """
     import torch  # noqa: PLC0415
 
@@ -312,6 +362,9 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     from revavatar.learning.lpips_weights import load_lpips  # noqa: PLC0415
     from revavatar.learning.trainer import progress  # noqa: PLC0415
 
+    if gaze_paste not in GAZE_PASTES:
+        msg = f"gaze_paste must be one of {', '.join(GAZE_PASTES)}, got {gaze_paste!r}"
+        raise ValueError(msg)
     torch.set_num_threads(2)
     index = VRFaceIndex(data)
     entries = spread_samples(index, split, views, limit)
@@ -321,7 +374,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     surfaces = ReferenceSurfaces(layout, gazer.det)
     rng = np.random.default_rng(0)
     result: dict[str, Any] = {"regions": {}, "gaze_reference": {}, "paired": {},
-                              "gaze_probe_copies": len(gazer.moves)}
+                              "gaze_probe_copies": len(gazer.moves), "gaze_paste": gaze_paste}
     rows: dict[str, list[list[np.ndarray]]] = {}
     calibration = index.calibration()
     identity = {k: str(e.get("identity", "")) for k, e in enumerate(entries)}  # for `paired`
@@ -333,10 +386,11 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
         gray = True
         vals = {m: {"ssim": [], "psnr": [], "lpips": []} for m in methods}
         scored: dict[str, list[int]] = {m: [] for m in methods}  # the samples of vals[m]
-        gaze: dict[str, list[float]] = {m: [] for m in methods}
+        gaze: dict[str, dict[int, float]] = {m: {} for m in methods}  # sample -> deg
         bias: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
         floor: dict[str, list[float]] = {r: [] for r in TRUTH_PERTURBATIONS}
         box = layout.region(region).box_px
+        weight = eye_weight(layout, region) if gaze_paste == "eye" and region in EYE_SIDES else None
         for k, e in enumerate(progress(len(entries), desc=f"eval align {region}", unit="sample",
                                        iterable=entries)):
             frame = cv2.imread(e[region], cv2.IMREAD_UNCHANGED)
@@ -349,7 +403,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
             side = EYE_SIDES.get(region)
             ref = gazer(paste_into_face(face, gt, box), side) if side else None
             for kind in TRUTH_PERTURBATIONS if ref is not None else ():
-                got = gazer(paste_into_face(face, perturbed_truth(gt, kind, rng), box), side)
+                got = gazer(gaze_face(face, perturbed_truth(gt, kind, rng), gt, box, weight), side)
                 if got is not None:
                     floor[kind].append(angular_error_deg(got, ref))
             surface = surfaces(e["reference"], aligners["homography"].camera, region)
@@ -374,20 +428,21 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                 if opening is not None:
                     vals[m].setdefault("opening_psnr", []).append(_masked_psnr(crop, gt, opening))
                 if ref is not None:
-                    got = gazer(paste_into_face(face, crop, box), side)
+                    got = gazer(gaze_face(face, crop, gt, box, weight), side)
                     if got is not None:
-                        gaze[m].append(angular_error_deg(got, ref))
+                        gaze[m][k] = angular_error_deg(got, ref)
                         bias[m].append((got[0] - ref[0], got[1] - ref[1]))
             if figure is not None and k < 4:
                 blank = np.zeros_like(gt)  # a method without a crop here keeps its column
                 rows.setdefault(region, []).append(
                     [cv2.resize(frame, gt.shape[1::-1]), *(crops.get(m, blank) for m in methods),
                      gt])
-        result["regions"][region] = {m: _summary(vals[m], gaze[m], region, bias[m])
+        result["regions"][region] = {m: _summary(vals[m], list(gaze[m].values()), region,
+                                                 bias[m])
                                      for m in methods if vals[m]["ssim"]}
         result["paired"][region] = _paired(
-            {m: {f: dict(zip(scored[m], vals[m][f], strict=True)) for f in PAIRED_FIGURES}
-             for m in methods if scored[m]}, identity)
+            {m: {**{f: dict(zip(scored[m], vals[m][f], strict=True)) for f in _PIXEL_FIGURES},
+                 "gaze": gaze[m]} for m in methods if scored[m]}, identity)
         if region in EYE_SIDES:
             result["gaze_reference"][region] = {k: _stats(v) for k, v in floor.items()}
     if figure is not None:
@@ -430,6 +485,9 @@ def markdown_table(result: dict[str, Any]) -> str:
                 if st is not None:
                     lines.append(f"| {region} | {kind} | {st['mean']:.2f} | {st['p95']:.2f} "
                                  f"| {st['n']} |")
+    if "gaze_paste" in result:
+        lines += ["", f"Gaze: the probe saw each crop's {result['gaze_paste']} in the true face "
+                      f"(--gaze-paste), the mean of {result.get('gaze_probe_copies', 1)} copies."]
     return "\n".join(lines + _paired_table(result.get("paired") or {})) + "\n"
 
 
@@ -440,9 +498,10 @@ def _paired_table(paired: dict[str, Any]) -> list[str]:
     if not rows:
         return []
     lines = ["", "| region | cyclegan minus (mean +- s.e. samples / identities, share better) "
-             "| SSIM | PSNR (dB) | LPIPS | n (identities) |", "|---" * 6 + "|"]
+             "| SSIM | PSNR (dB) | LPIPS | gaze (deg) | n (identities) |", "|---" * 7 + "|"]
     for region, m, figs in rows:
-        cells = [_paired_cell(figs[k], 2 if k == "psnr" else 3) for k in PAIRED_FIGURES]
+        cells = [_paired_cell(figs.get(k), 3 if k in ("ssim", "lpips") else 2)
+                 for k in PAIRED_FIGURES]
         first = next((d for d in figs.values() if d is not None), None)
         n = "-" if first is None else f"{first['n']} ({first.get('identities', '-')})"
         lines.append(f"| {region} | {m} | {' | '.join(cells)} | {n} |")
@@ -491,6 +550,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gaze-jitter", type=int, default=GAZE_JITTER,
                         help="copies of each face (sub-pixel shifts, small scalings) the gaze "
                              "probe averages over; 1 = the face alone (default %(default)d)")
+    parser.add_argument("--gaze-paste", default="eye", choices=GAZE_PASTES,
+                        help="what of each aligned crop the gaze probe sees in the true face: "
+                             "its eye (default) or the whole crop")
     parser.add_argument("--update-cards", action="store_true",
                         help="write each trained model's figures into its card (card.json, "
                              "README.md)")
@@ -503,7 +565,8 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     res = evaluate(data, Path(args.models), args.limit, args.split,
                    Path(args.figure) if args.figure else None, views,
                    gaze_jitter=getattr(args, "gaze_jitter", GAZE_JITTER),
-                   regions=getattr(args, "region", REGION_NAMES))
+                   regions=getattr(args, "region", REGION_NAMES),
+                   gaze_paste=getattr(args, "gaze_paste", "eye"))
     text = json.dumps(res, indent=1)
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
@@ -522,6 +585,8 @@ def _command(args: argparse.Namespace) -> str:
                                        if getattr(args, k, None)]
     jitter = getattr(args, "gaze_jitter", GAZE_JITTER)
     flags += [f"--gaze-jitter {jitter}"] if jitter != GAZE_JITTER else []
+    paste = getattr(args, "gaze_paste", "eye")
+    flags += [f"--gaze-paste {paste}"] if paste != "eye" else []
     regions = tuple(getattr(args, "region", REGION_NAMES))
     flags += [f"--region {','.join(regions)}"] if regions != REGION_NAMES else []
     return f"revavatar eval align {' '.join(flags)} ({args.split} split)"
@@ -540,8 +605,9 @@ def update_cards(result: dict[str, Any], models: Path, command: str) -> list[Pat
                 continue
             card = json.loads((d / "card.json").read_text())
             card["metrics"] = {"eval": command, "step": card.get("steps"), **methods[method]}
-            if methods[method].get("gaze_error_deg") and "gaze_probe_copies" in result:
-                card["metrics"]["gaze_probe_copies"] = result["gaze_probe_copies"]
+            if methods[method].get("gaze_error_deg"):
+                card["metrics"].update({k: result[k] for k in ("gaze_probe_copies", "gaze_paste")
+                                        if k in result})
             (d / "card.json").write_text(json.dumps(card, indent=1))
             written.append(write_card(d))
     return written
