@@ -22,9 +22,9 @@ paste into the true face) for:
   from the enrollment crop instead of the truth (``eval align``'s ``homography+dp``);
 - ``homography``, ``cyclegan``, ``autoencoder``: the aligners, as evaluated (aligners conditioned
   on the wearer get the sample's DP reference and its surface, as in ``eval align``);
-- ``truth_eye_cyclegan_around``: the truth's own eye (``eye_weight``) inside CycleGAN's crop: no
-  eye moved, so under ``--gaze-paste crop`` it reads what the probe takes from the surroundings
-  alone (under ``eye`` it is the truth up to the feathered rim);
+- ``truth_eye_cyclegan_around``: the truth's own eye (``CanonicalLayout.eye_weight``) inside
+  CycleGAN's crop: no eye moved, so under ``--gaze-paste crop`` it reads what the probe takes
+  from the surroundings alone (under ``eye`` it is the truth up to the feathered rim);
 - ``iris_shift_1px``: the truth with its iris disc moved one crop pixel toward image right and
   nothing else; the record's ``expected`` is the angle that move is on the eyeball model (from
   the truth's own landmarks), so measured / expected is the probe's gain for a real eye turn.
@@ -62,7 +62,6 @@ from revavatar.learning.eval_align import (
     GAZE_JITTER,
     GAZE_PASTES,
     GazeProbe,
-    eye_weight,
     follow_wearer,
     gaze_face,
     method_aligners,
@@ -158,7 +157,7 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
     head_fixed = bool(config.get("head_fixed", False))  # older builds: False
     probe, rng = GazeProbe(gaze_jitter), np.random.default_rng(0)
     surfaces = ReferenceSurfaces(layout, probe.det)  # the enrollment faces, as eval align
-    weights = {r: eye_weight(layout, r) if gaze_paste == "eye" else None for r in EYE_SIDES}
+    weights = {r: layout.eye_weight(r) if gaze_paste == "eye" else None for r in EYE_SIDES}
     out: list[dict] = []
     for e in progress(len(entries), desc="gaze floor", unit="sample", iterable=entries):
         src = files[e["source"]["file"]]
@@ -197,7 +196,7 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
             plane = aligners[region]["homography"]
             crops["plane_view_fill"] = _fill(crops["homography"], plane.valid_mask, gt)
             if "cyclegan" in crops:
-                wgt = eye_weight(layout, region)
+                wgt = layout.eye_weight(region)
                 crops["truth_eye_cyclegan_around"] = np.rint(
                     wgt * gt + (1.0 - wgt) * crops["cyclegan"]).astype(np.uint8)
             turn = _iris_turn(probe, face, box, gt, side, layout.mm_per_px)

@@ -1,9 +1,10 @@
 """Canonical layout: template fit, head-frame mapping, regions."""
 
+import cv2
 import numpy as np
 import pytest
 
-from revavatar.core.canonical import INTEROCULAR_MM, CanonicalLayout
+from revavatar.core.canonical import EYE_ELLIPSE_MM, INTEROCULAR_MM, CanonicalLayout
 
 
 @pytest.mark.parametrize("size", [256, 512])
@@ -71,3 +72,41 @@ def test_canonical_to_crop_follows_the_stored_crop() -> None:
     w = crop[ys, xs]
     seen = np.array([(xs * w).sum() / w.sum(), (ys * w).sum() / w.sum()])
     assert np.allclose(region.canonical_to_crop(centre)[0], seen, atol=0.05)
+
+
+@pytest.mark.parametrize(("region", "side"), [("left_eye", 1), ("right_eye", 0)])
+def test_eye_weight_covers_the_eye_and_nothing_far_from_it(region: str, side: int) -> None:
+    layout = CanonicalLayout(256)
+    reg = layout.region(region)
+    w = layout.eye_weight(region)
+    assert w.shape == reg.crop_size[::-1] and w.dtype == np.float32
+    assert 0.0 <= w.min() and w.max() <= 1.0
+
+    def at(dx_mm: float, dy_mm: float) -> float:
+        """Weight at a head-frame offset from the template eye centre."""
+        x0, y0, x1, y1 = reg.box_px
+        cx, cy = layout.template_points()[side]
+        u = (cx + dx_mm / layout.mm_per_px - x0) * reg.crop_size[0] / (x1 - x0)
+        v = (cy + dy_mm / layout.mm_per_px - y0) * reg.crop_size[1] / (y1 - y0)
+        return float(w[int(v), int(u)])
+
+    a, b = EYE_ELLIPSE_MM
+    # both corners (15 mm either side of a 30 mm eye), both lids: fully the crop's
+    assert at(0, 0) == at(15, 0) == at(-15, 0) == at(0, 6) == at(0, -6) == 1.0
+    assert at(a + 3, 0) == at(0, b + 3) == at(0, -b - 3) == 0.0  # brow, cheek, temple: the truth
+    assert w[0, 0] == w[-1, -1] == 0.0
+
+
+
+
+def test_eye_weight_is_for_eye_regions_only() -> None:
+    with pytest.raises(ValueError, match="eye region"):
+        CanonicalLayout(256).eye_weight("lower_face")
+
+
+def test_eye_weight_scales_with_the_layout() -> None:
+    small, big = CanonicalLayout(256).eye_weight("left_eye"), CanonicalLayout(512).eye_weight(
+        "left_eye")
+    assert big.shape == (192, 256)
+    down = cv2.resize(big, small.shape[::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(down - small).max() < 0.1  # the same ellipse in mm

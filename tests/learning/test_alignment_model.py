@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -330,6 +331,53 @@ def test_reference_blend_grows_from_a_reference_model_and_learns_to_pass_the_ref
         np.testing.assert_allclose(got, blend(view, reference).numpy(), atol=1e-4)
 
 
+def test_blend_mask_keeps_the_reference_where_it_is_allowed():
+    from revavatar.learning.networks import ResnetGenerator
+
+    mask = np.zeros((8, 8), np.float32)
+    mask[:, :4] = 1.0  # the reference may reach the left half only
+    g = ResnetGenerator(2, 1, ngf=4, n_down=1, n_blocks=1, residual=True, blend=True,
+                        blend_mask=mask)
+    last = g.model[-2]
+    with torch.no_grad():  # residual 0 and r = 1 everywhere: the output is the blended skip
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, 1.0]))
+        x = torch.stack([torch.full((8, 8), -0.5), torch.full((8, 8), 0.25)])[None]
+        y = g(x)[0, 0]
+    assert torch.allclose(y[:, :4], torch.tensor(0.25)) and torch.allclose(y[:, 4:],
+                                                                          torch.tensor(-0.5))
+    assert "blend_mask" not in g.state_dict()  # a function of the config, not a weight
+    with pytest.raises(ValueError, match="blend=True"):
+        ResnetGenerator(2, 1, ngf=4, n_down=1, n_blocks=1, residual=True, blend_mask=mask)
+
+
+def test_blend_off_the_eye_masks_the_canonical_eye_and_exports(tmp_path):
+    from revavatar.core.canonical import CanonicalLayout
+    from revavatar.learning.export import OnnxModel
+
+    cfg = AlignModelConfig(region="left_eye", reference=True, ref_blend=True, blend_eye=False,
+                           **TINY)
+    model = AlignmentModel(cfg)
+    eye = cv2.resize(CanonicalLayout().eye_weight("left_eye"), (64, 48),
+                     interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(model.G.blend_mask[0, 0].numpy(), 1.0 - eye, atol=1e-6)
+    assert AlignmentModel(cfg.with_(blend_eye=True)).G.blend_mask is None
+    with pytest.raises(ValueError, match="blend_eye"):
+        AlignModelConfig(region="lower_face", reference=True, ref_blend=True, blend_eye=False)
+    with pytest.raises(ValueError, match="blend_eye"):
+        AlignModelConfig(region="left_eye", blend_eye=False)
+    view, target = _batch(1)
+    for _ in range(2):
+        model.train_step(view, target, reference=target)
+    out = export_aligner(model, tmp_path / "m", {"steps": 2, "command": "test"})
+    assert "(not on the eye)" in (out / "README.md").read_text()
+    g, loaded = load_generator(out)
+    assert not loaded.blend_eye and g.blend_mask is not None  # rebuilt from the card
+    got = OnnxModel(out / "model.onnx").run(view=view.numpy(), reference=target.numpy())
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(view, target).numpy(), atol=1e-4)
+
+
 def test_reference_blend_needs_a_reference():
     from revavatar.learning.networks import ResnetGenerator
 
@@ -351,3 +399,8 @@ def test_train_align_refuses_a_blend_without_reference_and_an_origin_past_the_en
         run_from_args(parser.parse_args([*base, "--ref-blend"]))
     with pytest.raises(ValueError, match="--lr-origin 10"):
         run_from_args(parser.parse_args([*base, "--steps", "10", "--lr-origin", "10"]))
+    with pytest.raises(ValueError, match="--no-blend-eye"):  # nothing to keep off without a blend
+        run_from_args(parser.parse_args([*base, "--reference", "--no-blend-eye"]))
+    face = ["--region", "left_eye,lower_face", *base[2:], "--reference", "--ref-blend"]
+    with pytest.raises(ValueError, match="eye regions only"):
+        run_from_args(parser.parse_args([*face, "--no-blend-eye"]))

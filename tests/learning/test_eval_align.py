@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 
 from revavatar.learning.eval_align import (
-    GAZE_EYE_MM,
     GAZE_JITTER,
     METHODS,
     PAIRED_FIGURES,
     evaluate,
-    eye_weight,
     gaze_face,
     markdown_table,
     paired_difference,
@@ -96,31 +94,6 @@ def test_eval_align_refuses_an_unknown_gaze_paste(tiny_build: Path) -> None:
         evaluate(tiny_build, ROOT / "models", limit=1, gaze_paste="face")
 
 
-@pytest.mark.parametrize(("region", "side"), [("left_eye", 1), ("right_eye", 0)])
-def test_eye_weight_covers_the_eye_and_nothing_far_from_it(region: str, side: int) -> None:
-    from revavatar.core.canonical import CanonicalLayout
-
-    layout = CanonicalLayout(256)
-    reg = layout.region(region)
-    w = eye_weight(layout, region)
-    assert w.shape == reg.crop_size[::-1] and w.dtype == np.float32
-    assert 0.0 <= w.min() and w.max() <= 1.0
-
-    def at(dx_mm: float, dy_mm: float) -> float:
-        """Weight at a head-frame offset from the template eye centre."""
-        x0, y0, x1, y1 = reg.box_px
-        cx, cy = layout.template_points()[side]
-        u = (cx + dx_mm / layout.mm_per_px - x0) * reg.crop_size[0] / (x1 - x0)
-        v = (cy + dy_mm / layout.mm_per_px - y0) * reg.crop_size[1] / (y1 - y0)
-        return float(w[int(v), int(u)])
-
-    a, b = GAZE_EYE_MM
-    # both corners (15 mm either side of a 30 mm eye), both lids: fully the crop's
-    assert at(0, 0) == at(15, 0) == at(-15, 0) == at(0, 6) == at(0, -6) == 1.0
-    assert at(a + 3, 0) == at(0, b + 3) == at(0, -b - 3) == 0.0  # brow, cheek, temple: the truth
-    assert w[0, 0] == w[-1, -1] == 0.0
-
-
 def test_gaze_face_pastes_only_the_eye_over_the_truth() -> None:
     from revavatar.core.canonical import CanonicalLayout
 
@@ -130,7 +103,7 @@ def test_gaze_face_pastes_only_the_eye_over_the_truth() -> None:
     face = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
     gt = rng.integers(0, 256, reg.crop_size[::-1], dtype=np.uint8)
     crop = rng.integers(0, 256, reg.crop_size[::-1], dtype=np.uint8)
-    w = eye_weight(layout, "left_eye")
+    w = layout.eye_weight("left_eye")
     got = gaze_face(face, crop, gt, reg.box_px, w)
     crop_w = np.rint(w * crop + (1 - w) * gt).astype(np.uint8)
     assert np.array_equal(got, paste_into_face(face, crop_w, reg.box_px))

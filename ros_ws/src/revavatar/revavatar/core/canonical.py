@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from revavatar.core.landmarks import FaceLandmarks
 
 __all__ = [
+    "EYE_ELLIPSE_MM",
+    "EYE_FEATHER_MM",
     "EYE_SIDES",
     "INTEROCULAR_MM",
     "REGION_NAMES",
@@ -59,6 +61,11 @@ _PLANES: Final[dict[str, tuple[float, float, float]]] = {
 REGION_NAMES: Final = ("left_eye", "right_eye", "lower_face")
 #: the eye regions and the side of the face each shows (the landmark schemes' eye keys)
 EYE_SIDES: Final = {"left_eye": "left", "right_eye": "right"}
+#: semi-axes (mm; x, y) of the eye ellipse about a template eye centre: the eye is 30 mm corner to
+#: corner and its opening about 10 mm tall, so both corners, both lids and a margin are in
+EYE_ELLIPSE_MM: Final = (20.0, 12.0)
+#: width (mm) of the ellipse's feathered rim
+EYE_FEATHER_MM: Final = 3.0
 
 
 @dataclass(frozen=True)
@@ -185,6 +192,31 @@ class CanonicalLayout:
             image, m, (self.size, self.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
         )
         return aligned, m
+
+    def eye_weight(self, region: str) -> np.ndarray:
+        """(h, w) float32 weights over an eye region's crop: 1 on the eye (the ellipse of
+        :data:`EYE_ELLIPSE_MM` about the template eye centre), 0 away from it, feathered.
+
+        Fixed by the layout, not by any face's landmarks: where the eye's own pixels are, for the
+        gaze probe (only the eye is judged) and for aligners that must take the eye from the
+        camera, never from the enrollment.
+
+        Raises:
+            ValueError: ``region`` is not an eye region.
+        """
+        if region not in EYE_SIDES:
+            msg = f"eye_weight needs an eye region ({', '.join(EYE_SIDES)}), got {region!r}"
+            raise ValueError(msg)
+        reg = self.region(region)
+        x0, y0, x1, y1 = reg.box_px
+        w, h = reg.crop_size
+        cx, cy = self.template_points()[0 if EYE_SIDES[region] == "right" else 1]
+        yy, xx = np.mgrid[0:h, 0:w] + 0.5  # crop pixel centres
+        dx = (xx * (x1 - x0) / w + x0 - cx) * self.mm_per_px
+        dy = (yy * (y1 - y0) / h + y0 - cy) * self.mm_per_px
+        a, b = EYE_ELLIPSE_MM
+        inside_mm = (1.0 - np.hypot(dx / a, dy / b)) * min(a, b)  # ~ distance inside the rim
+        return np.clip(inside_mm / EYE_FEATHER_MM + 0.5, 0.0, 1.0).astype(np.float32)
 
     def crop_region(self, aligned: np.ndarray, name: str) -> np.ndarray:
         """Crop region ``name`` of an aligned face, resized to the region's crop size."""

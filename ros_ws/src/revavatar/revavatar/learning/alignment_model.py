@@ -28,7 +28,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -37,6 +37,9 @@ from torch import nn
 from revavatar.learning.networks import GANLoss, define_discriminator, define_generator
 from revavatar.learning.ssim_loss import ssim
 from revavatar.learning.trainer import autocast
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["KINDS", "AlignModelConfig", "AlignmentModel", "export_aligner", "load_generator",
            "iris_centre", "lpips_input", "make_job", "save_job",
@@ -63,6 +66,7 @@ class AlignModelConfig:
     tone: bool = False  # global gain/offset head on the residual's skip path (networks.py)
     reference: bool = False  # G also sees the enrolled wearer's crop (module docstring)
     ref_blend: bool = False  # G's skip path mixes in the reference per pixel (ResnetGenerator)
+    blend_eye: bool = True  # False: the blend stays out of the eye (CanonicalLayout.eye_weight)
     ae_ngf: int = 24  # autoencoder width and depth (bottleneck at 1/16)
     ae_down: int = 4
     ndf: int = 16
@@ -89,6 +93,11 @@ class AlignModelConfig:
         if self.lambda_gaze > 0 and (self.region not in ("left_eye", "right_eye")
                                      or not self.gaze_critic):
             msg = "the gaze term reads eye landmarks: it needs an eye region and a gaze critic"
+            raise ValueError(msg)
+        if not self.blend_eye and not (self.ref_blend and self.region in ("left_eye",
+                                                                           "right_eye")):
+            msg = "blend_eye=False keeps the reference blend off an eye: it needs an eye region "\
+                  "and ref_blend"
             raise ValueError(msg)
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,7 +156,8 @@ class AlignmentModel(nn.Module):
         if c.kind == "cyclegan":
             gen = {"ngf": c.ngf, "n_down": c.n_down, "n_blocks": c.n_blocks, "max_ch": c.max_ch,
                    "residual": c.residual, "tone": c.tone, "out_ch": c.channels}
-            self.G = define_generator("resnet", in_ch=self.g_channels, blend=c.ref_blend, **gen)
+            self.G = define_generator("resnet", in_ch=self.g_channels, blend=c.ref_blend,
+                                      blend_mask=self._blend_mask(), **gen)
             self.F = define_generator("resnet", in_ch=c.channels, **gen)
             self.D_t = define_discriminator("patchgan70", in_ch=c.channels, ndf=c.ndf)
             self.D_v = define_discriminator("patchgan70", in_ch=c.channels, ndf=c.ndf)
@@ -169,6 +179,21 @@ class AlignmentModel(nn.Module):
                                           c.lr, betas=betas)
         else:
             self.opt_g = torch.optim.Adam(self.G.parameters(), c.lr, betas=(0.9, 0.999))
+
+    def _blend_mask(self) -> np.ndarray | None:
+        """Where G's reference blend may act: everywhere, or (``blend_eye`` False) not on the
+        eye, whose gaze must come from the camera."""
+        c = self.config
+        if not c.ref_blend or c.blend_eye:
+            return None
+        import cv2  # noqa: PLC0415
+
+        from revavatar.core.canonical import CanonicalLayout  # noqa: PLC0415
+
+        eye = CanonicalLayout().eye_weight(c.region)
+        if eye.shape[::-1] != tuple(c.crop_size):
+            eye = cv2.resize(eye, tuple(c.crop_size), interpolation=cv2.INTER_AREA)
+        return 1.0 - eye
 
     @property
     def g_channels(self) -> int:
@@ -448,7 +473,8 @@ def _arch(c: dict[str, Any]) -> str:
     return (f"ResNet generator ngf {c['ngf']}, {c['n_down']} downsamplings, {c['n_blocks']} "
             f"residual blocks, channel cap {c['max_ch']}, residual output {c['residual']}"
             f"{', global tone head (gain/offset)' if c.get('tone') else ''}"
-            f"{', per-pixel reference blend on the skip path' if c.get('ref_blend') else ''}; "
+            f"{', per-pixel reference blend on the skip path' if c.get('ref_blend') else ''}"
+            f"{' (not on the eye)' if c.get('ref_blend') and not c.get('blend_eye', True) else ''}; "
             f"70x70 PatchGAN ndf {c['ndf']} (x2, one per domain)")
 
 
@@ -482,6 +508,8 @@ def make_job(args: Any, region: str, kind: str, data: Any,
                               tone=kind == "cyclegan" and getattr(args, "tone", False),
                               reference=bool(getattr(args, "reference", False)),
                               ref_blend=kind == "cyclegan" and getattr(args, "ref_blend", False),
+                              blend_eye=not (kind == "cyclegan"
+                                             and getattr(args, "no_blend_eye", False)),
                               ngf=int(getattr(args, "ngf", AlignModelConfig.ngf)),
                               max_ch=int(getattr(args, "max_ch", AlignModelConfig.max_ch)),
                               lambda_cycle=float(getattr(args, "lambda_cycle",

@@ -21,8 +21,9 @@ looks": the crop's eye is pasted back into the sample's true aligned face (the c
 canonical box, gray replicated to BGR), MediaPipe Face Mesh with iris refinement runs on that face,
 and the eye's (yaw, pitch) from :func:`revavatar.core.gaze.gaze_angles` is compared with the same
 measurement on the face with the *ground-truth* crop pasted the same way. Only the eye is pasted
-(``gaze_paste="eye"``, the default since 2026-12-07): an ellipse of :data:`GAZE_EYE_MM` about the
-template eye centre, feathered, over the truth's own crop (:func:`eye_weight`). Face Mesh places
+(``gaze_paste="eye"``, the default since 2026-12-07): the ellipse of ``canonical.EYE_ELLIPSE_MM``
+about the template eye centre, feathered, over the truth's own crop
+(``CanonicalLayout.eye_weight``). Face Mesh places
 the eye corners (and so the iris crop) from the whole face, so brow, temple and cheek pixels that
 differ from the truth turn its eye reading although no eye moved: the exact inverse of an
 effect-free VR-Face render, whose eye matches the truth, read 1.6 deg pasted whole against 0.24
@@ -61,9 +62,9 @@ import numpy as np
 from revavatar.core.canonical import EYE_SIDES, REGION_NAMES
 from revavatar.errors import InputError
 
-__all__ = ["GAZE_EYE_MM", "GAZE_JITTER", "GAZE_PASTES", "METHODS", "PAIRED_FIGURES",
+__all__ = ["GAZE_JITTER", "GAZE_PASTES", "METHODS", "PAIRED_FIGURES",
            "TRUTH_PERTURBATIONS", "GazeProbe",
-           "add_arguments", "evaluate", "eye_weight", "follow_wearer", "gaze_face",
+           "add_arguments", "evaluate", "follow_wearer", "gaze_face",
            "markdown_table", "method_aligners",
            "paired_difference", "paste_into_face", "perturbed_truth", "resolve_data",
            "run_from_args", "spread_samples", "update_cards"]
@@ -99,39 +100,14 @@ def paste_into_face(face: np.ndarray, crop: np.ndarray, box: tuple[int, int, int
     return out
 
 
-#: what of an aligned crop the gaze probe sees: "eye" (:func:`eye_weight`) or the whole "crop"
+#: what of an aligned crop the gaze probe sees: "eye" (``CanonicalLayout.eye_weight``) or the
+#: whole "crop"
 GAZE_PASTES: Final = ("eye", "crop")
-#: semi-axes (mm; x, y) of the eye ellipse pasted for gaze: the eye is 30 mm corner to corner
-#: and its opening about 10 mm tall, so both corners, both lids and a margin are in
-GAZE_EYE_MM: Final = (20.0, 12.0)
-#: width (mm) of the ellipse's rim over which the crop fades into the truth
-GAZE_FEATHER_MM: Final = 3.0
-
-
-def eye_weight(layout: Any, region: str) -> np.ndarray:
-    """(h, w) float32 weights over ``region``'s crop: 1 on the eye, 0 away from it (module doc).
-
-    Fixed by the canonical layout (the template eye centre), not by any sample's landmarks, so
-    the truth tells the probe nothing about where the aligned eye should be.
-    """
-    side = EYE_SIDES[region]
-    reg = layout.region(region)
-    x0, y0, x1, y1 = reg.box_px
-    w, h = reg.crop_size
-    sx, sy = w / (x1 - x0), h / (y1 - y0)
-    cx, cy = layout.template_points()[0 if side == "right" else 1]
-    yy, xx = np.mgrid[0:h, 0:w] + 0.5  # crop pixel centres
-    dx = (xx / sx + x0 - cx) * layout.mm_per_px
-    dy = (yy / sy + y0 - cy) * layout.mm_per_px
-    a, b = GAZE_EYE_MM
-    inside_mm = (1.0 - np.hypot(dx / a, dy / b)) * min(a, b)  # ~ distance inside the rim
-    return np.clip(inside_mm / GAZE_FEATHER_MM + 0.5, 0.0, 1.0).astype(np.float32)
-
-
 def gaze_face(face: np.ndarray, crop: np.ndarray, gt: np.ndarray, box: tuple[int, int, int, int],
               weight: np.ndarray | None) -> np.ndarray:
     """The true face with ``crop`` pasted into ``box`` for the gaze probe: only its eye
-    (``weight`` from :func:`eye_weight`, over the truth crop ``gt``), or all of it (None)."""
+    (``weight`` from ``CanonicalLayout.eye_weight``, over the truth crop ``gt``), or all of it
+    (None)."""
     if weight is not None:
         wgt = weight[..., None] if crop.ndim == 3 else weight
         crop = np.rint(wgt * crop + (1.0 - wgt) * gt).astype(np.uint8)
@@ -390,7 +366,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
         bias: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
         floor: dict[str, list[float]] = {r: [] for r in TRUTH_PERTURBATIONS}
         box = layout.region(region).box_px
-        weight = eye_weight(layout, region) if gaze_paste == "eye" and region in EYE_SIDES else None
+        weight = (layout.eye_weight(region) if gaze_paste == "eye" and region in EYE_SIDES
+                  else None)
         for k, e in enumerate(progress(len(entries), desc=f"eval align {region}", unit="sample",
                                        iterable=entries)):
             frame = cv2.imread(e[region], cv2.IMREAD_UNCHANGED)

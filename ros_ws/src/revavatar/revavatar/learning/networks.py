@@ -10,11 +10,14 @@ convention of :mod:`revavatar.learning.data`) and only uses ops that export to O
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "DISCRIMINATORS",
@@ -153,12 +156,15 @@ class ResnetGenerator(nn.Module):
     target (the enrolled wearer's own crop) then reaches the output through a skip instead of
     through the residual, which would have to carry ``reference - input`` at full resolution
     through the bottleneck. ``r`` starts at 0 (the output conv is zero-initialised), so a blend
-    generator grown from a plain one starts as that one.
+    generator grown from a plain one starts as that one. ``blend_mask`` ((H, W), the input size)
+    scales ``r`` per pixel: 0 where the reference must never reach the output (an eye's gaze has
+    to come from the camera, not from the enrollment selfie's eye).
     """
 
     def __init__(self, in_ch: int, out_ch: int, ngf: int = 32, n_down: int = 2, n_blocks: int = 6,
                  norm: str = "instance", up: str = "transpose", max_ch: int = 256,
-                 residual: bool = False, tone: bool = False, blend: bool = False) -> None:
+                 residual: bool = False, tone: bool = False, blend: bool = False,
+                 blend_mask: np.ndarray | None = None) -> None:
         super().__init__()
         if residual and in_ch < out_ch:
             msg = f"a residual generator needs in_ch >= out_ch, got {in_ch} and {out_ch}"
@@ -170,8 +176,15 @@ class ResnetGenerator(nn.Module):
             msg = ("the reference blend acts on the skip path and mixes in the next out_ch input "
                    f"channels: it needs residual=True and in_ch >= 2 * out_ch, got in_ch {in_ch}")
             raise ValueError(msg)
+        if blend_mask is not None and not blend:
+            msg = "blend_mask scales the reference blend: it needs blend=True"
+            raise ValueError(msg)
         self.residual = bool(residual)
         self.blend = bool(blend)
+        # not persistent: a function of the config, so weights files stay as they were
+        mask = None if blend_mask is None else torch.as_tensor(blend_mask, dtype=torch.float32)
+        self.register_buffer("blend_mask", None if mask is None else mask[None, None],
+                             persistent=False)
         self.out_ch = int(out_ch)
         self.conditioned = in_ch > out_ch  # extra input channels beyond the residual's base
         self.multiple = 2**n_down
@@ -211,6 +224,8 @@ class ResnetGenerator(nn.Module):
             out = self.model[self._bottom :](h)
         if self.blend:
             out, r = out[:, : self.out_ch], out[:, self.out_ch :]
+            if self.blend_mask is not None:
+                r = r * self.blend_mask.to(r.dtype)
             skip = skip + r * (x[:, self.out_ch : 2 * self.out_ch] - skip)
         return torch.clamp(skip + out, -1.0, 1.0)
 

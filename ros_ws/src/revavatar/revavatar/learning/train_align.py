@@ -94,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ref-blend", action="store_true",
                         help="with --reference: CycleGAN's G mixes the reference into its skip "
                              "path with a learned per-pixel weight (starts at 0)")
+    parser.add_argument("--no-blend-eye", action="store_true",
+                        help="with --ref-blend on an eye: the blend stays out of the eye ellipse "
+                             "(canonical eye_weight), so the eye comes from the camera")
     parser.add_argument("--ngf", type=int, default=AlignModelConfig.ngf,
                         help="CycleGAN generators' first-layer width, doubled per downsampling "
                              "(default %(default)d)")
@@ -109,6 +112,11 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
     """Train (or resume) the selected models; checkpoint, plot and export each to --out."""
     if args.ref_blend and not args.reference:
         msg = "--ref-blend mixes in the reference crop: it needs --reference"
+        raise ValueError(msg)
+    if getattr(args, "no_blend_eye", False) and (not args.ref_blend
+                                                 or "lower_face" in args.region):
+        msg = "--no-blend-eye keeps the reference blend off the eyes: use it with --ref-blend " \
+              "on the eye regions only"
         raise ValueError(msg)
     if args.lambda_gaze > 0 and "lower_face" in args.region:
         msg = "--lambda-gaze reads eye landmarks: use it with the eye regions only"
