@@ -18,17 +18,17 @@ which crop-wide figures barely weigh (the enrollment crop alone scores well on t
 
 Gaze (eye regions) measures what the paper means, "does the aligned eye look where the true eye
 looks": the crop's eye is pasted back into the sample's true aligned face (the crop resized to its
-canonical box, gray replicated to BGR), MediaPipe Face Mesh with iris refinement runs on that face,
-and the eye's (yaw, pitch) from :func:`revavatar.core.gaze.gaze_angles` is compared with the same
-measurement on the face with the *ground-truth* crop pasted the same way. Only the eye is pasted
-(``gaze_paste="eye"``, the default since 2026-12-07): the ellipse of ``canonical.EYE_ELLIPSE_MM``
-about the template eye centre, feathered, over the truth's own crop
-(``CanonicalLayout.eye_weight``). Face Mesh places
-the eye corners (and so the iris crop) from the whole face, so brow, temple and cheek pixels that
-differ from the truth turn its eye reading although no eye moved: the exact inverse of an
-effect-free VR-Face render, whose eye matches the truth, read 1.6 deg pasted whole against 0.24
-deg pasted eye-only, and the truth's eye inside CycleGAN's surroundings read 2.9 deg
-(``reports/alignment.md``, 2026-12-07). ``gaze_paste="crop"`` pastes the whole crop (the figure of
+canonical box, gray replicated to BGR), MediaPipe Face Mesh with iris refinement runs on that
+face, and the eye's (yaw, pitch) from :func:`revavatar.core.gaze.gaze_angles` is compared with
+the same measurement on the face with the *ground-truth* crop pasted the same way. Only the eye is
+pasted (``gaze_paste="eye"``, the default since 2026-12-07): the ellipse of
+``canonical.EYE_ELLIPSE_MM`` about the template eye centre, feathered, over the truth's own crop
+(``CanonicalLayout.eye_weight``). Face Mesh places the eye corners (and so the iris crop) from
+the whole face, so brow, temple and cheek pixels that differ from the truth turn its eye reading
+although no eye moved: on the test split the exact inverse of an effect-free VR-Face render,
+whose eye matches the truth, reads 1.36 deg pasted whole and 0.25 deg pasted eye-only, and the
+truth's own eye inside CycleGAN's crop reads 2.87 deg pasted whole
+(``benchmarks/align_gaze_floor.py``). ``gaze_paste="crop"`` pastes the whole crop (the figure of
 earlier reports). Samples where MediaPipe finds no face in either image are left out of the gaze
 figures. Each face is read as the mean of :data:`GAZE_JITTER` copies moved by sub-pixel amounts
 (:class:`GazeProbe`), which averages out the landmark model's pixel-grid jitter.
@@ -41,10 +41,10 @@ floor under which no aligner can be shown to be better).
 ``paired`` compares CycleGAN with every other method on the same samples: per figure (SSIM, PSNR,
 LPIPS and, on the eyes, the gaze error), the mean of the per-sample difference (CycleGAN minus
 the other), its standard error over samples and over the identities' means, and the share of
-samples where CycleGAN is better. Faces differ far more
-from each other than two methods differ on one face, so "ahead" is judged on paired differences,
-not on the distance between two means; with a handful of held-out people, on the identities'
-standard error (samples of one person rise and fall together).
+samples where CycleGAN is better. Faces differ far more from each other than two methods differ
+on one face, so "ahead" is judged on paired differences, not on the distance between two means;
+with a handful of held-out people, on the identities' standard error (samples of one person rise
+and fall together).
 """
 
 from __future__ import annotations
@@ -62,9 +62,8 @@ import numpy as np
 from revavatar.core.canonical import EYE_SIDES, REGION_NAMES
 from revavatar.errors import InputError
 
-__all__ = ["GAZE_JITTER", "GAZE_PASTES", "METHODS", "PAIRED_FIGURES",
-           "TRUTH_PERTURBATIONS", "GazeProbe",
-           "add_arguments", "evaluate", "follow_wearer", "gaze_face",
+__all__ = ["GAZE_JITTER", "GAZE_PASTES", "METHODS", "PAIRED_FIGURES", "TRUTH_PERTURBATIONS",
+           "GazeProbe", "add_arguments", "evaluate", "follow_wearer", "gaze_face",
            "markdown_table", "method_aligners",
            "paired_difference", "paste_into_face", "perturbed_truth", "resolve_data",
            "run_from_args", "spread_samples", "update_cards"]
