@@ -48,15 +48,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Final
 
 import cv2
 import numpy as np
 
 from revavatar.core.alignment import SurfaceAligner, enrollment_input
 from revavatar.core.canonical import EYE_SIDES, CanonicalLayout
-from revavatar.core.gaze import EYE_WIDTH_MM, EYEBALL_RADIUS_MM, angular_error_deg
-from revavatar.core.landmarks import SCHEMES
+from revavatar.core.gaze import angular_error_deg
 from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex, read_image
 from revavatar.learning.eval_align import (
     GAZE_JITTER,
@@ -64,6 +62,7 @@ from revavatar.learning.eval_align import (
     GazeProbe,
     follow_wearer,
     gaze_face,
+    iris_turn,
     method_aligners,
     paste_into_face,
     perturbed_truth,
@@ -104,38 +103,6 @@ def _landmarks(cache: LandmarkCache, src: SourceFile, frame: int):  # noqa: ANN2
 
 def _fill(crop: np.ndarray, valid: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.where(valid, crop, gt).astype(np.uint8)
-
-
-#: iris disc moved rigidly out to this radius (mm; the iris is ~6 mm), faded out by the next
-_IRIS_DISC_MM: Final = (6.5, 11.0)
-
-
-def iris_shifted(gt: np.ndarray, centre: np.ndarray, shift_px: float, mm_per_px: float,
-                 ) -> np.ndarray:
-    """``gt`` with the disc about ``centre`` (crop px) moved ``shift_px`` to the right: the iris
-    turns, corners and lids (15 mm off) stay."""
-    h, w = gt.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    r = np.hypot(xx - centre[0], yy - centre[1]) * mm_per_px
-    r0, r1 = _IRIS_DISC_MM
-    t = np.clip((r - r0) / (r1 - r0), 0.0, 1.0)
-    move = (0.5 + 0.5 * np.cos(np.pi * t)).astype(np.float32) * shift_px
-    return cv2.remap(gt, xx - move, yy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-
-
-def _iris_turn(probe: GazeProbe, face: np.ndarray, box: tuple[int, int, int, int],
-               gt: np.ndarray, side: str, mm_per_px: float) -> tuple[np.ndarray, float] | None:
-    """(iris-shifted truth crop, the eye turn it means in deg) from the truth's landmarks."""
-    pts = probe.points(paste_into_face(face, gt, box))
-    if pts is None:
-        return None
-    eye = SCHEMES["mediapipe478"].eyes[side]
-    scale = gt.shape[1] / (box[2] - box[0])  # crop px per face px
-    centre = (pts[eye.iris] - np.array(box[:2])) * scale + 0.5 * (scale - 1.0)
-    width_px = float(np.linalg.norm(pts[eye.corners[1]] - pts[eye.corners[0]]))
-    moved_mm = EYE_WIDTH_MM / width_px / scale  # 1 crop px on the eyeball model
-    expected = float(np.degrees(np.arcsin(min(moved_mm / EYEBALL_RADIUS_MM, 1.0))))
-    return iris_shifted(gt, centre, 1.0, mm_per_px / scale), expected
 
 
 def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER,
@@ -199,7 +166,7 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
                 wgt = layout.eye_weight(region)
                 crops["truth_eye_cyclegan_around"] = np.rint(
                     wgt * gt + (1.0 - wgt) * crops["cyclegan"]).astype(np.uint8)
-            turn = _iris_turn(probe, face, box, gt, side, layout.mm_per_px)
+            turn = iris_turn(probe, face, box, gt, side, layout.mm_per_px)
             if turn is not None:
                 crops["iris_shift_1px"] = turn[0]
             crops["plane_view_dpfill"] = enrollment_input(crops["homography"], plane.valid_mask,

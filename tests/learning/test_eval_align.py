@@ -11,6 +11,7 @@ import pytest
 
 from revavatar.learning.eval_align import (
     GAZE_JITTER,
+    IRIS_TURN,
     METHODS,
     PAIRED_FIGURES,
     evaluate,
@@ -65,7 +66,8 @@ def test_eval_align_schema_and_gaze_reference(tiny_build: Path) -> None:
     # what the gaze figure resolves: only the eye regions, both perturbations of the truth
     assert set(res["gaze_reference"]) == {"left_eye", "right_eye"}
     for refs in res["gaze_reference"].values():
-        assert set(refs) == {"gt_shift_1px", "gt_noise_2"}
+        assert set(refs) == {"gt_shift_1px", "gt_noise_2", IRIS_TURN}
+        assert 1.0 < refs[IRIS_TURN]["expected"] < 6.0  # 1 crop px on a 12-mm eyeball
         for stats in refs.values():
             assert stats["n"] >= 1
             assert 0.0 <= stats["mean"] < 30.0
@@ -113,6 +115,22 @@ def test_gaze_face_pastes_only_the_eye_over_the_truth() -> None:
     assert np.array_equal(color, got)  # BGR crops weigh the same
 
 
+def test_iris_shifted_moves_the_iris_and_leaves_the_corners() -> None:
+    from revavatar.learning.eval_align import iris_shifted
+
+    img = np.full((96, 128), 200, np.uint8)
+    cv2.circle(img, (64, 48), 10, 40, -1)  # a dark iris, 10 px = 4.9 mm at 0.49 mm/px
+    img[44:52, 30:34] = 90  # a corner mark 30 px (15 mm) away
+    out = iris_shifted(img, np.array([64.0, 48.0]), 1.0, 0.49)
+
+    def dark_x(a: np.ndarray) -> float:
+        w = (a < 120).astype(float)
+        return float((w * np.arange(a.shape[1])).sum() / w.sum())
+
+    assert dark_x(out[:, 40:90]) - dark_x(img[:, 40:90]) == pytest.approx(1.0, abs=0.1)
+    assert np.array_equal(out[:, :36], img[:, :36])  # the corner does not move
+
+
 def test_markdown_table_bolds_best_per_region() -> None:
     def fig(ssim: float, gaze: float | None) -> dict:
         return {"ssim": ssim, "psnr": 20.0, "lpips": 0.3, "n": 5,
@@ -121,7 +139,9 @@ def test_markdown_table_bolds_best_per_region() -> None:
     res = {"regions": {"left_eye": {"homography": fig(0.4, 6.0), "cyclegan": fig(0.6, 3.0)},
                        "lower_face": {"homography": fig(0.7, None), "cyclegan": fig(0.5, None)}},
            "gaze_reference": {"left_eye": {"gt_shift_1px": {"mean": 1.2, "p95": 3.0, "n": 5},
-                                           "gt_noise_2": None}}}
+                                           "gt_noise_2": None,
+                                           "gt_iris_1px": {"mean": 1.7, "p95": 3.0, "n": 5,
+                                                           "expected": 2.85}}}}
     res["regions"]["left_eye"]["homography"]["opening_psnr"] = 12.0
     res["regions"]["left_eye"]["cyclegan"]["opening_psnr"] = 15.0
     res["regions"]["left_eye"]["cyclegan"]["gaze_bias_deg"] = {"yaw": -0.5, "pitch": 1.25}
@@ -133,6 +153,7 @@ def test_markdown_table_bolds_best_per_region() -> None:
     assert lines[2].endswith("| 12.00 | 6.00 | 12.00 | - | 5 |")  # no bias measured: a dash
     assert "| **0.700** |" in lines[4] and lines[4].endswith("| - | - | - | - | 5 |")
     assert "| left_eye | gt_shift_1px | 1.20 | 3.00 | 5 |" in lines
+    assert "| left_eye | gt_iris_1px (a 2.85-deg turn) | 1.70 | 3.00 | 5 |" in lines
     assert not any("gt_noise_2" in line for line in lines)  # nothing measured, no row
 
 

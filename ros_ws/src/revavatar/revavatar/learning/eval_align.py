@@ -36,7 +36,10 @@ figures. Each face is read as the mean of :data:`GAZE_JITTER` copies moved by su
 What the gaze figure can resolve is reported beside it (``gaze_reference``): the same error for
 the ground-truth crop itself shifted by one crop pixel (what 1 px of misregistration costs) and
 with imperceptible sensor noise added (sigma 2 gray levels: the landmark model's own jitter, the
-floor under which no aligner can be shown to be better).
+floor under which no aligner can be shown to be better), and for a real eye turn: the truth with
+its iris moved one crop pixel (:data:`IRIS_TURN`), whose angle on the eyeball model is given as
+``expected``. Its reading over ``expected`` is the probe's gain: Face Mesh reads a pure iris turn
+at about 0.6 of its angle, so a gaze error is about 1.6 times that many degrees of iris turn.
 
 ``paired`` compares CycleGAN with every other method on the same samples: per figure (SSIM, PSNR,
 LPIPS and, on the eyes, the gaze error), the mean of the per-sample difference (CycleGAN minus
@@ -62,9 +65,9 @@ import numpy as np
 from revavatar.core.canonical import EYE_SIDES, REGION_NAMES
 from revavatar.errors import InputError
 
-__all__ = ["GAZE_JITTER", "GAZE_PASTES", "METHODS", "PAIRED_FIGURES", "TRUTH_PERTURBATIONS",
-           "GazeProbe", "add_arguments", "evaluate", "follow_wearer", "gaze_face",
-           "markdown_table", "method_aligners",
+__all__ = ["GAZE_JITTER", "GAZE_PASTES", "IRIS_TURN", "METHODS", "PAIRED_FIGURES",
+           "TRUTH_PERTURBATIONS", "GazeProbe", "add_arguments", "evaluate", "follow_wearer",
+           "gaze_face", "iris_shifted", "iris_turn", "markdown_table", "method_aligners",
            "paired_difference", "paste_into_face", "perturbed_truth", "resolve_data",
            "run_from_args", "spread_samples", "update_cards"]
 
@@ -185,6 +188,48 @@ def _jitter_moves(n: int) -> list[tuple[float, float, float]]:
 
 #: perturbations of the ground-truth crop whose gaze error tells what the metric resolves
 TRUTH_PERTURBATIONS: Final = ("gt_shift_1px", "gt_noise_2")
+#: the truth with its iris turned by one crop pixel (:func:`iris_turn`): what a real turn reads
+IRIS_TURN: Final = "gt_iris_1px"
+
+
+#: iris disc moved rigidly out to this radius (mm; the iris is ~6 mm), faded out by the next
+_IRIS_DISC_MM: Final = (6.5, 11.0)
+
+
+def iris_shifted(gt: np.ndarray, centre: np.ndarray, shift_px: float, mm_per_px: float,
+                 ) -> np.ndarray:
+    """``gt`` with the disc about ``centre`` (crop px) moved ``shift_px`` to the right: the iris
+    turns, corners and lids (15 mm off) stay."""
+    h, w = gt.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = np.hypot(xx - centre[0], yy - centre[1]) * mm_per_px
+    r0, r1 = _IRIS_DISC_MM
+    t = np.clip((r - r0) / (r1 - r0), 0.0, 1.0)
+    move = (0.5 + 0.5 * np.cos(np.pi * t)).astype(np.float32) * shift_px
+    return cv2.remap(gt, xx - move, yy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+
+
+def iris_turn(probe: GazeProbe, face: np.ndarray, box: tuple[int, int, int, int],
+              gt: np.ndarray, side: str, mm_per_px: float) -> tuple[np.ndarray, float] | None:
+    """The truth crop with its iris turned by one crop pixel, and that turn in degrees on the
+    eyeball model (from the truth's own landmarks), or None (no face found).
+
+    The probe's reading of this crop against the truth's, over the expected angle, is its gain
+    for a real eye turn: a landmark model can under-read an iris that moves between fixed corners.
+    """
+    from revavatar.core.gaze import EYE_WIDTH_MM, EYEBALL_RADIUS_MM  # noqa: PLC0415
+    from revavatar.core.landmarks import SCHEMES  # noqa: PLC0415
+
+    pts = probe.points(paste_into_face(face, gt, box))
+    if pts is None:
+        return None
+    eye = SCHEMES["mediapipe478"].eyes[side]
+    scale = gt.shape[1] / (box[2] - box[0])  # crop px per face px
+    centre = (pts[eye.iris] - np.array(box[:2])) * scale + 0.5 * (scale - 1.0)
+    width_px = float(np.linalg.norm(pts[eye.corners[1]] - pts[eye.corners[0]]))
+    moved_mm = EYE_WIDTH_MM / width_px / scale  # 1 crop px on the eyeball model
+    expected = float(np.degrees(np.arcsin(min(moved_mm / EYEBALL_RADIUS_MM, 1.0))))
+    return iris_shifted(gt, centre, 1.0, mm_per_px / scale), expected
 
 
 def perturbed_truth(gt: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -363,7 +408,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
         scored: dict[str, list[int]] = {m: [] for m in methods}  # the samples of vals[m]
         gaze: dict[str, dict[int, float]] = {m: {} for m in methods}  # sample -> deg
         bias: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
-        floor: dict[str, list[float]] = {r: [] for r in TRUTH_PERTURBATIONS}
+        floor: dict[str, list[float]] = {r: [] for r in (*TRUTH_PERTURBATIONS, IRIS_TURN)}
+        turned: list[float] = []  # the iris turns' angles on the eyeball model (deg)
         box = layout.region(region).box_px
         weight = (layout.eye_weight(region) if gaze_paste == "eye" and region in EYE_SIDES
                   else None)
@@ -382,6 +428,12 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                 got = gazer(gaze_face(face, perturbed_truth(gt, kind, rng), gt, box, weight), side)
                 if got is not None:
                     floor[kind].append(angular_error_deg(got, ref))
+            turn = (iris_turn(gazer, face, box, gt, side, layout.mm_per_px)
+                    if ref is not None else None)
+            got = None if turn is None else gazer(gaze_face(face, turn[0], gt, box, weight), side)
+            if got is not None:
+                floor[IRIS_TURN].append(angular_error_deg(got, ref))
+                turned.append(turn[1])
             surface = surfaces(e["reference"], aligners["homography"].camera, region)
             dp_face = read_image(e["reference"])
             follow_wearer(aligners, surface, dp_face, plane)
@@ -421,6 +473,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                  "gaze": gaze[m]} for m in methods if scored[m]}, identity)
         if region in EYE_SIDES:
             result["gaze_reference"][region] = {k: _stats(v) for k, v in floor.items()}
+            if turned:
+                result["gaze_reference"][region][IRIS_TURN]["expected"] = float(np.mean(turned))
     if figure is not None:
         _figure(rows, figure, methods)
     return result
@@ -459,7 +513,9 @@ def markdown_table(result: dict[str, Any]) -> str:
         for region, kinds in refs.items():
             for kind, st in kinds.items():
                 if st is not None:
-                    lines.append(f"| {region} | {kind} | {st['mean']:.2f} | {st['p95']:.2f} "
+                    what = (f"{kind} (a {st['expected']:.2f}-deg turn)" if "expected" in st
+                            else kind)
+                    lines.append(f"| {region} | {what} | {st['mean']:.2f} | {st['p95']:.2f} "
                                  f"| {st['n']} |")
     if "gaze_paste" in result:
         lines += ["", f"Gaze: the probe saw each crop's {result['gaze_paste']} in the true face "
