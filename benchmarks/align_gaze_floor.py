@@ -60,6 +60,7 @@ from revavatar.learning.eval_align import (
     GAZE_JITTER,
     GAZE_PASTES,
     GazeProbe,
+    eye_over,
     follow_wearer,
     gaze_face,
     iris_turn,
@@ -124,7 +125,8 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
     head_fixed = bool(config.get("head_fixed", False))  # older builds: False
     probe, rng = GazeProbe(gaze_jitter), np.random.default_rng(0)
     surfaces = ReferenceSurfaces(layout, probe.det)  # the enrollment faces, as eval align
-    weights = {r: layout.eye_weight(r) if gaze_paste == "eye" else None for r in EYE_SIDES}
+    eyes = {r: layout.eye_weight(r) for r in EYE_SIDES}
+    weights = {r: eyes[r] if gaze_paste == "eye" else None for r in EYE_SIDES}
     out: list[dict] = []
     for e in progress(len(entries), desc="gaze floor", unit="sample", iterable=entries):
         src = files[e["source"]["file"]]
@@ -163,10 +165,8 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
             plane = aligners[region]["homography"]
             crops["plane_view_fill"] = _fill(crops["homography"], plane.valid_mask, gt)
             if "cyclegan" in crops:
-                wgt = layout.eye_weight(region)
-                crops["truth_eye_cyclegan_around"] = np.rint(
-                    wgt * gt + (1.0 - wgt) * crops["cyclegan"]).astype(np.uint8)
-            turn = iris_turn(probe, face, box, gt, side, layout.mm_per_px)
+                crops["truth_eye_cyclegan_around"] = eye_over(gt, crops["cyclegan"], eyes[region])
+            turn = iris_turn(probe, face, gt, layout, region)
             if turn is not None:
                 crops["iris_shift_1px"] = turn[0]
             crops["plane_view_dpfill"] = enrollment_input(crops["homography"], plane.valid_mask,

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from revavatar.core.canonical import EYE_SIDES
 from revavatar.learning.networks import GANLoss, define_discriminator, define_generator
 from revavatar.learning.ssim_loss import ssim
 from revavatar.learning.trainer import autocast
@@ -90,12 +91,10 @@ class AlignModelConfig:
         if self.kind not in KINDS:
             msg = f"unknown aligner kind {self.kind!r}; expected one of {', '.join(KINDS)}"
             raise ValueError(msg)
-        if self.lambda_gaze > 0 and (self.region not in ("left_eye", "right_eye")
-                                     or not self.gaze_critic):
+        if self.lambda_gaze > 0 and (self.region not in EYE_SIDES or not self.gaze_critic):
             msg = "the gaze term reads eye landmarks: it needs an eye region and a gaze critic"
             raise ValueError(msg)
-        if not self.blend_eye and not (self.ref_blend and self.region in ("left_eye",
-                                                                           "right_eye")):
+        if not self.blend_eye and not (self.ref_blend and self.region in EYE_SIDES):
             msg = "blend_eye=False keeps the reference blend off an eye: it needs an eye region "\
                   "and ref_blend"
             raise ValueError(msg)

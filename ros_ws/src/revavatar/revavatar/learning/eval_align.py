@@ -67,9 +67,9 @@ from revavatar.errors import InputError
 
 __all__ = ["GAZE_JITTER", "GAZE_PASTES", "IRIS_TURN", "METHODS", "PAIRED_FIGURES",
            "TRUTH_PERTURBATIONS", "GazeProbe", "add_arguments", "evaluate", "follow_wearer",
-           "gaze_face", "iris_shifted", "iris_turn", "markdown_table", "method_aligners",
-           "paired_difference", "paste_into_face", "perturbed_truth", "resolve_data",
-           "run_from_args", "spread_samples", "update_cards"]
+           "eye_over", "gaze_face", "iris_shifted", "iris_turn", "markdown_table",
+           "method_aligners", "paired_difference", "paste_into_face", "perturbed_truth",
+           "resolve_data", "run_from_args", "spread_samples", "update_cards"]
 
 METHODS: Final = ("homography", "surface", "dp", "homography+dp", "autoencoder", "cyclegan")
 
@@ -105,15 +105,21 @@ def paste_into_face(face: np.ndarray, crop: np.ndarray, box: tuple[int, int, int
 #: what of an aligned crop the gaze probe sees: "eye" (``CanonicalLayout.eye_weight``) or the
 #: whole "crop"
 GAZE_PASTES: Final = ("eye", "crop")
+
+
+def eye_over(eye: np.ndarray, around: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``eye``'s pixels where ``weight`` (``CanonicalLayout.eye_weight``) is 1, ``around``'s
+    where it is 0, mixed on the feathered rim (uint8)."""
+    wgt = weight[..., None] if eye.ndim == 3 else weight
+    return np.rint(wgt * eye + (1.0 - wgt) * around).astype(np.uint8)
+
+
 def gaze_face(face: np.ndarray, crop: np.ndarray, gt: np.ndarray, box: tuple[int, int, int, int],
               weight: np.ndarray | None) -> np.ndarray:
     """The true face with ``crop`` pasted into ``box`` for the gaze probe: only its eye
     (``weight`` from ``CanonicalLayout.eye_weight``, over the truth crop ``gt``), or all of it
     (None)."""
-    if weight is not None:
-        wgt = weight[..., None] if crop.ndim == 3 else weight
-        crop = np.rint(wgt * crop + (1.0 - wgt) * gt).astype(np.uint8)
-    return paste_into_face(face, crop, box)
+    return paste_into_face(face, crop if weight is None else eye_over(crop, gt, weight), box)
 
 
 #: copies of a face the gaze probe averages over (GazeProbe): on the test split 8 copies take
@@ -209,8 +215,8 @@ def iris_shifted(gt: np.ndarray, centre: np.ndarray, shift_px: float, mm_per_px:
     return cv2.remap(gt, xx - move, yy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
 
 
-def iris_turn(probe: GazeProbe, face: np.ndarray, box: tuple[int, int, int, int],
-              gt: np.ndarray, side: str, mm_per_px: float) -> tuple[np.ndarray, float] | None:
+def iris_turn(probe: GazeProbe, face: np.ndarray, gt: np.ndarray, layout: Any,
+              region: str) -> tuple[np.ndarray, float] | None:
     """The truth crop with its iris turned by one crop pixel, and that turn in degrees on the
     eyeball model (from the truth's own landmarks), or None (no face found).
 
@@ -218,18 +224,18 @@ def iris_turn(probe: GazeProbe, face: np.ndarray, box: tuple[int, int, int, int]
     for a real eye turn: a landmark model can under-read an iris that moves between fixed corners.
     """
     from revavatar.core.gaze import EYE_WIDTH_MM, EYEBALL_RADIUS_MM  # noqa: PLC0415
-    from revavatar.core.landmarks import SCHEMES  # noqa: PLC0415
+    from revavatar.learning.eye_landmarks import eye_points  # noqa: PLC0415
 
-    pts = probe.points(paste_into_face(face, gt, box))
-    if pts is None:
+    reg = layout.region(region)
+    pts = probe.points(paste_into_face(face, gt, reg.box_px))
+    crop_pts = None if pts is None else eye_points(pts, reg, region)
+    if crop_pts is None:
         return None
-    eye = SCHEMES["mediapipe478"].eyes[side]
-    scale = gt.shape[1] / (box[2] - box[0])  # crop px per face px
-    centre = (pts[eye.iris] - np.array(box[:2])) * scale + 0.5 * (scale - 1.0)
-    width_px = float(np.linalg.norm(pts[eye.corners[1]] - pts[eye.corners[0]]))
-    moved_mm = EYE_WIDTH_MM / width_px / scale  # 1 crop px on the eyeball model
+    iris, corner_a, corner_b = crop_pts
+    moved_mm = EYE_WIDTH_MM / float(np.linalg.norm(corner_b - corner_a))  # 1 crop px, eyeball
     expected = float(np.degrees(np.arcsin(min(moved_mm / EYEBALL_RADIUS_MM, 1.0))))
-    return iris_shifted(gt, centre, 1.0, mm_per_px / scale), expected
+    mm_per_crop_px = layout.mm_per_px * reg.box_size[0] / reg.crop_size[0]
+    return iris_shifted(gt, iris, 1.0, mm_per_crop_px), expected
 
 
 def perturbed_truth(gt: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -305,7 +311,7 @@ def _stats(errors: list[float]) -> dict[str, float] | None:
 
 #: figures compared sample by sample, +1 where higher is better (gaze: the eye regions only)
 PAIRED_FIGURES: Final = {"ssim": 1, "psnr": 1, "lpips": -1, "gaze": -1}
-_PIXEL_FIGURES: Final = ("ssim", "psnr", "lpips")
+_PIXEL_FIGURES: Final = tuple(k for k in PAIRED_FIGURES if k != "gaze")
 
 
 def paired_difference(ours: dict[int, float], theirs: dict[int, float], sign: int = 1,
@@ -404,7 +410,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                    *(m for m in aligners if m != "homography")]
         plane = {a: getattr(a, "rectifier", None) for a in aligners.values()}  # the fallback
         gray = True
-        vals = {m: {"ssim": [], "psnr": [], "lpips": []} for m in methods}
+        vals: dict[str, dict[str, list[float]]] = {m: {f: [] for f in _PIXEL_FIGURES}
+                                                   for m in methods}
         scored: dict[str, list[int]] = {m: [] for m in methods}  # the samples of vals[m]
         gaze: dict[str, dict[int, float]] = {m: {} for m in methods}  # sample -> deg
         bias: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
@@ -428,8 +435,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                 got = gazer(gaze_face(face, perturbed_truth(gt, kind, rng), gt, box, weight), side)
                 if got is not None:
                     floor[kind].append(angular_error_deg(got, ref))
-            turn = (iris_turn(gazer, face, box, gt, side, layout.mm_per_px)
-                    if ref is not None else None)
+            turn = iris_turn(gazer, face, gt, layout, region) if ref is not None else None
             got = None if turn is None else gazer(gaze_face(face, turn[0], gt, box, weight), side)
             if got is not None:
                 floor[IRIS_TURN].append(angular_error_deg(got, ref))
