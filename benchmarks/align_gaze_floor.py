@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/align_gaze_floor.py [--data /tmp/vrface_hf8k] [--limit 60]
        [--models models] [--json OUT] [--figure PNG] [--gaze-jitter N] [--gaze-paste eye|crop]
+       [--gaze-min-aspect A]
 
 A VR-Face sample is a render of the source frame's own face mesh, so the exact inverse of its
 camera geometry is known: :class:`revavatar.core.alignment.SurfaceAligner` on that mesh's
@@ -41,6 +42,10 @@ effect's cost) and by the head's yaw. Builds made with ``--no-head-fixed`` (and 
 2026-12) render each frame's own head turn in front of a fixed headset, which a real headset,
 turning with the head, does not see; a row whose error grows with yaw pays for that. On a
 head-fixed build the yaw split shows what is left of it.
+
+As in ``eval align``, the tables and the breakdown are over the samples whose true eye is open
+(``--gaze-min-aspect``, default :data:`revavatar.core.gaze.OPEN_EYE_MIN_ASPECT`): a shut eye has
+no gaze. Every record keeps its ``eye_aspect``, and the shut eyes get a table of their own.
 """
 
 from __future__ import annotations
@@ -54,12 +59,13 @@ import numpy as np
 
 from revavatar.core.alignment import SurfaceAligner, enrollment_input
 from revavatar.core.canonical import EYE_SIDES, CanonicalLayout
-from revavatar.core.gaze import angular_error_deg
+from revavatar.core.gaze import OPEN_EYE_MIN_ASPECT, angular_error_deg
 from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex, read_image
 from revavatar.learning.eval_align import (
     GAZE_JITTER,
     GAZE_PASTES,
     GazeProbe,
+    eye_aspect,
     eye_over,
     follow_wearer,
     gaze_face,
@@ -177,6 +183,7 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
                 if got is not None:
                     errors[name] = angular_error_deg(got, ref)
             out.append({"region": region, "index": e["index"], "head_pose": e["head_pose"],
+                        "eye_aspect": eye_aspect(e, region, layout.size),
                         "effects": sorted(x["effect"] for x in e["effects"]
                                           if x["camera"] == region),
                         "errors": errors,
@@ -251,6 +258,20 @@ def plot_breakdown(samples: list[dict], b: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def _print_rows(samples: list[dict]) -> None:
+    print("| row | gaze err mean (deg) | median | p95 | n (both eyes) |")
+    print("|---|---|---|---|---|")
+    for name in dict.fromkeys(r for s in samples for r in s["errors"]):
+        vals = np.array([s["errors"][name] for s in samples if name in s["errors"]])
+        print(f"| {name} | {vals.mean():.2f} | {np.median(vals):.2f} | "
+              f"{np.percentile(vals, 95):.2f} | {len(vals)} |")
+
+
+def is_open(sample: dict, min_aspect: float) -> bool:
+    """Whether a record's true eye is open (no landmarks: counted open, as in eval align)."""
+    return sample.get("eye_aspect") is None or sample["eye_aspect"] >= min_aspect
+
+
 def main() -> None:
     """Measure and print one table row per method (mean, median, p95 over both eyes)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -263,14 +284,18 @@ def main() -> None:
                     help="copies the gaze probe averages over (eval align --gaze-jitter)")
     ap.add_argument("--gaze-paste", default="eye", choices=GAZE_PASTES,
                     help="what of each crop the probe sees (eval align --gaze-paste)")
+    ap.add_argument("--gaze-min-aspect", type=float, default=OPEN_EYE_MIN_ASPECT,
+                    help="true-eye aspect ratio from which an eye is open (eval align "
+                         "--gaze-min-aspect; 0 = every eye)")
     args = ap.parse_args()
-    samples = measure(args.data, args.models, args.limit, args.gaze_jitter, args.gaze_paste)
-    print("| row | gaze err mean (deg) | median | p95 | n (both eyes) |")
-    print("|---|---|---|---|---|")
-    for name in dict.fromkeys(r for s in samples for r in s["errors"]):
-        vals = np.array([s["errors"][name] for s in samples if name in s["errors"]])
-        print(f"| {name} | {vals.mean():.2f} | {np.median(vals):.2f} | "
-              f"{np.percentile(vals, 95):.2f} | {len(vals)} |")
+    measured = measure(args.data, args.models, args.limit, args.gaze_jitter, args.gaze_paste)
+    samples = [s for s in measured if is_open(s, args.gaze_min_aspect)]
+    shut = [s for s in measured if not is_open(s, args.gaze_min_aspect)]
+    print(f"open true eyes (aspect >= {args.gaze_min_aspect:g}): {len(samples)}, shut: {len(shut)}")
+    _print_rows(samples)
+    if shut:
+        print("\nshut true eyes (no gaze to keep; what the probe reads there):")
+        _print_rows(shut)
     pairs = [(s["errors"]["iris_shift_1px"], s["expected"]["iris_shift_1px"]) for s in samples
              if "iris_shift_1px" in s["errors"] and "iris_shift_1px" in s["expected"]]
     if pairs:
@@ -284,7 +309,8 @@ def main() -> None:
         plot_breakdown(samples, split, args.figure)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        record = {"gaze_paste": args.gaze_paste, "samples": samples, "breakdown": split}
+        record = {"gaze_paste": args.gaze_paste, "gaze_min_aspect": args.gaze_min_aspect,
+                  "samples": measured, "breakdown": split}
         args.json.write_text(json.dumps(record, indent=1) + "\n")
 
 

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from revavatar.core.gaze import OPEN_EYE_MIN_ASPECT
 from revavatar.learning.eval_align import (
     GAZE_JITTER,
     IRIS_TURN,
@@ -41,13 +42,22 @@ def tiny_build(demo_frames: list[np.ndarray], tmp_path_factory: pytest.TempPathF
     return out
 
 
-def test_eval_align_schema_and_gaze_reference(tiny_build: Path) -> None:
-    res = evaluate(tiny_build, ROOT / "models", limit=3)
+@pytest.fixture(scope="module")
+def every_eye_open(tiny_build: Path) -> dict:
+    """The eval with every eye scored as open: the demo clip looks down, lids over the irises
+    (eye aspect ratios 0.07-0.14), so by default its eyes are shut and have no gaze figure."""
+    return evaluate(tiny_build, ROOT / "models", limit=3, gaze_min_aspect=0.0)
+
+
+def test_eval_align_schema_and_gaze_reference(every_eye_open: dict) -> None:
+    res = every_eye_open
     assert json.loads(json.dumps(res)) == res
     assert set(res["regions"]) == {"left_eye", "right_eye", "lower_face"}
     assert res["gaze_probe_copies"] == GAZE_JITTER
     assert res["gaze_paste"] == "eye"
+    assert res["gaze_min_aspect"] == 0.0
     assert "saw each crop's eye in the true face" in markdown_table(res)
+    assert "true eye is open (eye aspect ratio >= 0, --gaze-min-aspect)" in markdown_table(res)
     for region, methods in res["regions"].items():
         assert set(methods) <= set(METHODS)
         assert {"homography", "surface", "dp", "homography+dp"} <= set(methods)
@@ -60,6 +70,8 @@ def test_eval_align_schema_and_gaze_reference(tiny_build: Path) -> None:
                 assert fig["gaze_error_deg"] is None and "opening_psnr" not in fig
             else:
                 assert fig["gaze_error_deg"]["mean"] >= 0.0
+                assert 2 <= fig["gaze_error_deg"]["n"] <= 3  # where Face Mesh read the crop
+                assert fig["gaze_error_shut_deg"] is None
                 assert set(fig["gaze_bias_deg"]) == {"yaw", "pitch"}
                 assert all(np.isfinite(v) for v in fig["gaze_bias_deg"].values())
                 assert 5.0 < fig["opening_psnr"] <= 100.0
@@ -94,6 +106,25 @@ def test_eval_align_schema_and_gaze_reference(tiny_build: Path) -> None:
 def test_eval_align_refuses_an_unknown_gaze_paste(tiny_build: Path) -> None:
     with pytest.raises(ValueError, match="gaze_paste"):
         evaluate(tiny_build, ROOT / "models", limit=1, gaze_paste="face")
+
+
+def test_eval_align_scores_shut_eyes_apart(tiny_build: Path, every_eye_open: dict) -> None:
+    every_eye_shut = evaluate(tiny_build, ROOT / "models", limit=3, regions=("left_eye",))
+    assert every_eye_shut["gaze_min_aspect"] == pytest.approx(OPEN_EYE_MIN_ASPECT)
+    for m, fig in every_eye_open["regions"]["left_eye"].items():
+        shut = every_eye_shut["regions"]["left_eye"][m]
+        # the same readings, scored as shut: no gaze figure, no bias, no paired gaze
+        assert shut["gaze_error_deg"] is None and "gaze_bias_deg" not in shut
+        assert shut["gaze_error_shut_deg"]["n"] == fig["gaze_error_deg"]["n"] >= 1
+        assert shut["gaze_error_shut_deg"]["mean"] == pytest.approx(fig["gaze_error_deg"]["mean"])
+        assert shut["ssim"] == pytest.approx(fig["ssim"])  # pixels do not care
+    for diffs in every_eye_shut["paired"]["left_eye"].values():
+        assert diffs["gaze"] is None
+    # the probe's resolution is measured on gazes, so on no sample here
+    assert all(v is None for v in every_eye_shut["gaze_reference"]["left_eye"].values())
+    assert "| - | - | - |" in markdown_table(every_eye_shut)
+    with pytest.raises(ValueError, match="gaze_min_aspect"):
+        evaluate(tiny_build, ROOT / "models", limit=1, gaze_min_aspect=1.5)
 
 
 def test_gaze_face_pastes_only_the_eye_over_the_truth() -> None:
@@ -145,13 +176,15 @@ def test_markdown_table_bolds_best_per_region() -> None:
     res["regions"]["left_eye"]["homography"]["opening_psnr"] = 12.0
     res["regions"]["left_eye"]["cyclegan"]["opening_psnr"] = 15.0
     res["regions"]["left_eye"]["cyclegan"]["gaze_bias_deg"] = {"yaw": -0.5, "pitch": 1.25}
+    res["regions"]["left_eye"]["cyclegan"]["gaze_error_shut_deg"] = {"mean": 9.5, "p95": 12.0,
+                                                                     "n": 2}
     lines = markdown_table(res).splitlines()
     assert lines[2].startswith("| left_eye | homography | 0.400 |") and "| 6.00 |" in lines[2]
     assert "| **0.300** | 12.00 | 6.00 |" in lines[2]  # LPIPS ties: both bold
     assert "| **0.600** |" in lines[3]
-    assert "| **15.00** | **3.00** | 6.00 | -0.50 / +1.25 |" in lines[3]
-    assert lines[2].endswith("| 12.00 | 6.00 | 12.00 | - | 5 |")  # no bias measured: a dash
-    assert "| **0.700** |" in lines[4] and lines[4].endswith("| - | - | - | - | 5 |")
+    assert "| **15.00** | **3.00** | 6.00 | -0.50 / +1.25 | 9.50 (2) | 5 |" in lines[3]
+    assert lines[2].endswith("| 12.00 | 6.00 | 12.00 | - | - | 5 |")  # nothing measured: a dash
+    assert "| **0.700** |" in lines[4] and lines[4].endswith("| - | - | - | - | - | 5 |")
     assert "| left_eye | gt_shift_1px | 1.20 | 3.00 | 5 |" in lines
     assert "| left_eye | gt_iris_1px (a 2.85-deg turn) | 1.70 | 3.00 | 5 |" in lines
     assert not any("gt_noise_2" in line for line in lines)  # nothing measured, no row

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EYEBALL_RADIUS_MM",
     "EYE_WIDTH_MM",
+    "OPEN_EYE_MIN_ASPECT",
     "HeadPose",
     "angular_error_deg",
     "estimate_head_pose",
@@ -49,6 +50,10 @@ __all__ = [
 EYEBALL_RADIUS_MM: Final = 12.0
 #: adult corner-to-corner eye width (mm), the pixel-to-mm scale of each eye
 EYE_WIDTH_MM: Final = 30.0
+#: eye aspect ratio (``EyeLandmarks.aspect_ratio``) below which an eye is shut: the lids cover
+#: the iris, so it has no gaze to keep and a landmark model's iris there is a guess (open eyes
+#: read 0.25-0.4; a tenth of the VR-Face face-video eyes fall below it: blinks and squints)
+OPEN_EYE_MIN_ASPECT: Final = 0.15
 
 
 def gaze_angles(eye: EyeLandmarks) -> tuple[float, float]:
