@@ -404,3 +404,68 @@ def test_train_align_refuses_a_blend_without_reference_and_an_origin_past_the_en
     face = ["--region", "left_eye,lower_face", *base[2:], "--reference", "--ref-blend"]
     with pytest.raises(ValueError, match="eye regions only"):
         run_from_args(parser.parse_args([*face, "--no-blend-eye"]))
+
+
+def test_ema_averages_the_generator_and_is_what_is_validated_and_exported(tmp_path):
+    from safetensors.torch import load_file
+
+    seed_everything(0)
+    model = AlignmentModel(AlignModelConfig(region="left_eye", lr=1e-3, ema=0.75, **TINY))
+    view, target = _batch()
+    start = [p.detach().clone() for p in model.G.parameters()]
+    model.train_step(view, target)
+    for avg, p0, p in zip(model.G_ema.parameters(), start, model.G.parameters(), strict=True):
+        torch.testing.assert_close(avg, 0.75 * p0 + 0.25 * p)  # one step of the average
+    assert not all(torch.equal(a, b) for a, b in zip(model.G_ema.parameters(),
+                                                     model.G.parameters(), strict=True))
+    assert "G_ema" in model.trainable() and model.deployed is model.G_ema
+    with torch.no_grad():
+        torch.testing.assert_close(model(view), model.G_ema(view))
+    out = export_aligner(model, tmp_path / "m", {"steps": 1, "command": "test"})
+    stored = load_file(str(out / "weights.safetensors"))
+    for k, v in model.G_ema.state_dict().items():
+        torch.testing.assert_close(stored[k], v)
+    # a checkpoint keeps the average: resuming goes on from it
+    ck = Checkpointer(tmp_path / "ck")
+    ck.save(1, model.trainable(), model.optimizers())
+    again = AlignmentModel(AlignModelConfig(region="left_eye", lr=1e-3, ema=0.75, **TINY))
+    ck.load(again.trainable(), again.optimizers())
+    for a, b in zip(again.G_ema.parameters(), model.G_ema.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert ck.has_module("G_ema") and not ck.has_module("G_avg")
+    with pytest.raises(ValueError, match="ema"):
+        AlignModelConfig(region="left_eye", ema=1.0)
+
+
+def test_train_align_ema_fine_tune_of_a_run_without_one(tmp_path):
+    import argparse
+    import json
+
+    from safetensors.torch import load_file
+
+    from revavatar.learning.data import write_toy_build
+    from revavatar.learning.train_align import add_arguments, run_from_args
+
+    toy = write_toy_build(tmp_path / "toy", samples=12)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--region", "left_eye", "--data", str(toy), "--batch", "2", "--ckpt-every", "2",
+            "--no-progress", "--no-bf16"]
+    run_from_args(parser.parse_args(
+        [*base, "--steps", "2", "--ckpt-root", str(tmp_path / "a"), "--out", str(tmp_path / "m1")]))
+    run_from_args(parser.parse_args(
+        [*base, "--steps", "4", "--ckpt-root", str(tmp_path / "b"), "--out", str(tmp_path / "m2"),
+         "--ema", "0.5", "--lr-origin", "2", "--init-from", str(tmp_path / "a")]))
+    card = json.loads((tmp_path / "m2" / "align_left_eye" / "card.json").read_text())
+    assert card["config"]["ema"] == 0.5 and "--ema 0.5" in card["command"]
+    readme = (tmp_path / "m2" / "align_left_eye" / "README.md").read_text()
+    assert "moving average of G's (decay 0.5 per step)" in readme
+    ckpt = Checkpointer(tmp_path / "b" / "align_left_eye")
+    weights = load_file(str(ckpt.latest() / "weights.safetensors"))
+    exported = load_file(str(tmp_path / "m2" / "align_left_eye" / "weights.safetensors"))
+    for k, v in exported.items():
+        torch.testing.assert_close(v, weights[f"G_ema.{k}"])
+    assert not all(torch.equal(v, weights[f"G.{k}"]) for k, v in exported.items())
+    with pytest.raises(ValueError, match="--ema"):
+        run_from_args(parser.parse_args([*base, "--steps", "2", "--ema", "1.5", "--ckpt-root",
+                                         str(tmp_path / "c"), "--out", str(tmp_path / "m3")]))

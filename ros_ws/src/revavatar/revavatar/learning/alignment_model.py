@@ -24,6 +24,7 @@ looks and how the mouth moves, the DP what this face looks like where the camera
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import asdict, dataclass, replace
@@ -86,6 +87,7 @@ class AlignModelConfig:
     gaze_critic: str | None = None  # folder of that critic (learning.eye_landmarks)
     gan_mode: str = "lsgan"
     bf16: bool = True
+    ema: float = 0.0  # decay of a moving average of G's weights, the generator exported; 0 off
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -93,6 +95,9 @@ class AlignModelConfig:
             raise ValueError(msg)
         if self.lambda_gaze > 0 and (self.region not in EYE_SIDES or not self.gaze_critic):
             msg = "the gaze term reads eye landmarks: it needs an eye region and a gaze critic"
+            raise ValueError(msg)
+        if not 0.0 <= self.ema < 1.0:
+            msg = f"ema is a decay in [0, 1), got {self.ema}"
             raise ValueError(msg)
         if not self.blend_eye and not (self.ref_blend and self.region in EYE_SIDES):
             msg = "blend_eye=False keeps the reference blend off an eye: it needs an eye region "\
@@ -163,6 +168,10 @@ class AlignmentModel(nn.Module):
         else:
             self.G = define_generator("autoencoder", in_ch=self.g_channels, out_ch=c.channels,
                                       ngf=c.ae_ngf, n_down=c.ae_down)
+        # the exported generator: a moving average of G's weights (0 = G itself). An adversarial
+        # game keeps G moving, and its gaze figure swings from one checkpoint to the next by more
+        # than the differences being measured; the average sits in the middle of that swing
+        self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if c.ema > 0 else None
         self.lpips = lpips
         self.critic = None
         if c.lambda_gaze > 0:  # frozen, not in trainable(): a fixed yardstick, not a player
@@ -212,7 +221,25 @@ class AlignmentModel(nn.Module):
     def trainable(self) -> dict[str, nn.Module]:
         """The modules a checkpoint stores (LPIPS is frozen and loaded separately)."""
         names = ("G", "F", "D_t", "D_v") if self.config.kind == "cyclegan" else ("G",)
+        names += ("G_ema",) if self.G_ema is not None else ()
         return {n: getattr(self, n) for n in names}
+
+    @property
+    def deployed(self) -> nn.Module:
+        """The generator that is validated and exported: the moving average when kept."""
+        return self.G if self.G_ema is None else self.G_ema
+
+    def reset_ema(self) -> None:
+        """Start the moving average at G's weights (a fine-tune of a run that kept none)."""
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(self.G.state_dict())
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.G_ema is None:
+            return
+        for avg, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
+            avg.lerp_(p, 1.0 - self.config.ema)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimizers a checkpoint stores."""
@@ -271,7 +298,7 @@ class AlignmentModel(nn.Module):
 
     def forward(self, view: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """Aligned crop for a batch of model inputs (the deployed path)."""
-        return self.G(self._g_in(view, reference))
+        return self.deployed(self._g_in(view, reference))
 
     def train_step(self, view: torch.Tensor, target: torch.Tensor,
                    focus: torch.Tensor | None = None,
@@ -297,6 +324,7 @@ class AlignmentModel(nn.Module):
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_g.step()
+        self._update_ema()
         return {"total": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
 
     def _step_cyclegan(self, view: torch.Tensor, target: torch.Tensor,
@@ -327,6 +355,7 @@ class AlignmentModel(nn.Module):
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
+        self._update_ema()
         for d in discs:
             d.requires_grad_(True)
         with autocast(c.bf16):
@@ -375,7 +404,7 @@ def export_aligner(model: AlignmentModel, out: str | Path, meta: dict[str, Any])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     c = model.config
-    g = model.G.eval()
+    g = model.deployed.eval()
     save_file({k: v.detach().contiguous() for k, v in g.state_dict().items()},
               str(out / "weights.safetensors"))
     w, h = c.crop_size
@@ -437,13 +466,15 @@ def write_card(out: str | Path) -> Path:
         f"({card.get('train_samples')} samples), identity-disjoint val/test.",
         f"- Training: {card.get('steps')} steps, batch {card.get('batch')}, Adam lr {c['lr']} "
         f"({_schedule(card)}), CPU {card.get('threads')} threads, "
-        f"{'bf16 autocast' if c['bf16'] else 'fp32'}, wall time {card.get('wall_s')} s.",
+        f"{'bf16 autocast' if c['bf16'] else 'fp32'}, wall time {card.get('wall_s')} s"
+        + (f"; the weights are a moving average of G's (decay {c['ema']:g} per step)"
+           if c.get("ema") else "") + ".",
         *([f"- Fine-tuned from `{card['fine_tuned_from']}` (its weights and step, a fresh Adam; "
            "the learning rate follows the schedule above)."]
           if card.get("fine_tuned_from") else []),
         *([f"- Provenance: {card['provenance']}"] if card.get("provenance") else []),
         f"- Command: `{card.get('command')}`",
-        f"- Files: `weights.safetensors` (G), `model.onnx` (opset 17, input `view`"
+        f"- Files: `weights.safetensors` (G{', averaged' if c.get('ema') else ''}), `model.onnx` (opset 17, input `view`"
         f"{' and `reference`' if c.get('reference') else ''}, output "
         f"`aligned`, [-1, 1]; max |ONNX - torch| {card.get('onnx_max_abs_diff', 0):.2g}), "
         "`card.json`, `losses.png`.",
@@ -521,7 +552,8 @@ def make_job(args: Any, region: str, kind: str, data: Any,
                               lambda_gaze=float(getattr(args, "lambda_gaze", 0.0)),
                               gaze_critic=(getattr(args, "gaze_critic", None)
                                            if getattr(args, "lambda_gaze", 0.0) else None),
-                              lr=float(getattr(args, "lr", None) or AlignModelConfig.lr))
+                              lr=float(getattr(args, "lr", None) or AlignModelConfig.lr),
+                              ema=float(getattr(args, "ema", 0.0)))
     job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
            "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
            "val": AlignmentPairs(args.data, region, "val", input_mode=args.input_mode, limit=32,
@@ -531,7 +563,11 @@ def make_job(args: Any, region: str, kind: str, data: Any,
         job["start"], job["wall"] = info["step"], float(info["extra"].get("wall_s", 0.0))
     elif getattr(args, "init_from", None):  # fine-tune (maybe grown): earlier weights and step
         earlier = Checkpointer(Path(args.init_from) / name)
-        job["start"] = earlier.load_weights(job["model"].trainable(), new=("tone.",))
+        stored = {k: m for k, m in job["model"].trainable().items()
+                  if k != "G_ema" or earlier.has_module(k)}
+        job["start"] = earlier.load_weights(stored, new=("tone.",))
+        if "G_ema" not in stored:  # the earlier run kept no average: it starts at G
+            job["model"].reset_ema()
         path = earlier.latest()
         extra = json.loads((path / "config.json").read_text()).get("extra") or {}
         job["init_from"], job["wall"] = str(path), float(extra.get("wall_s", 0.0))
@@ -573,6 +609,7 @@ def save_job(args: Any, job: dict, step: int) -> None:
            + (f" --lambda-ssim {model.config.lambda_ssim:g}" if model.config.lambda_ssim else "")
            + (f" --lambda-gaze {model.config.lambda_gaze:g} --gaze-critic "
               f"{model.config.gaze_critic}" if model.config.lambda_gaze else "")
+           + (f" --ema {model.config.ema:g}" if model.config.ema else "")
            + (f" --lr {model.config.lr:g}" if model.config.lr != AlignModelConfig.lr else "")
            + (f" --lr-origin {args.lr_origin}" if getattr(args, "lr_origin", 0) else "")
            + (f" --init-from {args.init_from}" if job.get("init_from") else ""))

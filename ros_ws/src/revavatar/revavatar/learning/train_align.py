@@ -103,6 +103,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-ch", type=int, default=AlignModelConfig.max_ch,
                         help="CycleGAN generators' channel cap (default %(default)d); with "
                              "--init-from, a wider --ngf / --max-ch grows the stored model")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="keep a moving average of the generator's weights with this decay "
+                             "per step (e.g. 0.998) and validate and export it instead of the "
+                             "last weights; 0 = off (default)")
     parser.add_argument("--init-from", default=None,
                         help="checkpoint root of an earlier run: start each model from its "
                              "weights and step (new parameters fresh) when --resume finds none")
@@ -124,6 +128,9 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
     if args.lambda_gaze > 0 and not (Path(args.gaze_critic) / "weights.safetensors").is_file():
         msg = (f"--gaze-critic {args.gaze_critic}: no critic there (revavatar train "
                "eye-landmarks)")
+        raise ValueError(msg)
+    if not 0.0 <= args.ema < 1.0:
+        msg = f"--ema {args.ema} must be a decay in [0, 1)"
         raise ValueError(msg)
     if not 0 <= args.lr_origin < args.steps:
         msg = f"--lr-origin {args.lr_origin} must lie in [0, --steps {args.steps})"

@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -163,6 +164,14 @@ class Checkpointer:
         for old in self._all()[:-self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return final
+
+    def has_module(self, name: str) -> bool:
+        """Whether the newest checkpoint stores weights of module ``name``."""
+        ckpt = self.latest()
+        if ckpt is None or not (ckpt / _WEIGHTS).is_file():
+            return False
+        with safe_open(str(ckpt / _WEIGHTS), "pt") as f:
+            return any(k.startswith(f"{name}.") for k in f.keys())  # noqa: SIM118
 
     def load_weights(self, modules: Mapping[str, nn.Module], new: tuple[str, ...] = ()) -> int:
         """Start ``modules`` from the newest checkpoint's weights only (no optimizer, no RNG).
