@@ -474,7 +474,8 @@ def write_card(out: str | Path) -> Path:
           if card.get("fine_tuned_from") else []),
         *([f"- Provenance: {card['provenance']}"] if card.get("provenance") else []),
         f"- Command: `{card.get('command')}`",
-        f"- Files: `weights.safetensors` (G{', averaged' if c.get('ema') else ''}), `model.onnx` (opset 17, input `view`"
+        f"- Files: `weights.safetensors` (G{', averaged' if c.get('ema') else ''}), "
+        "`model.onnx` (opset 17, input `view`"
         f"{' and `reference`' if c.get('reference') else ''}, output "
         f"`aligned`, [-1, 1]; max |ONNX - torch| {card.get('onnx_max_abs_diff', 0):.2g}), "
         "`card.json`, `losses.png`.",

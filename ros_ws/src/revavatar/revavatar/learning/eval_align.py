@@ -37,10 +37,10 @@ A shut eye has no gaze: the lids cover the iris, and Face Mesh's iris there is a
 jumps with any change of the lids. ``gaze_error_deg`` is therefore over the samples whose true
 eye is open (eye aspect ratio of the sample's landmarks at least
 :data:`revavatar.core.gaze.OPEN_EYE_MIN_ASPECT`, ``gaze_min_aspect``; 0 scores every eye, the
-figure of reports before 2026-12-07); the shut ones (about a tenth of VR-Face's eyes, blinks and
-squints) are scored apart as ``gaze_error_shut_deg``, so an aligner that opens a closed eye is
-still visible (on 80 test samples, 8 shut eyes a side, CycleGAN reads 3.3 / 5.4 deg there
-against 2.6 / 1.9 on the open ones).
+figure of reports before the third session of 2026-12-07); the shut ones (about a tenth of
+VR-Face's eyes, blinks and squints) are scored apart as ``gaze_error_shut_deg``, so an aligner
+that opens a closed eye is still visible (on 80 test samples, 8 shut eyes a side, CycleGAN reads
+3.3 / 5.4 deg there against 2.6 / 1.9 on the open ones).
 
 What the gaze figure can resolve is reported beside it (``gaze_reference``): the same error for
 the ground-truth crop itself shifted by one crop pixel (what 1 px of misregistration costs) and
