@@ -241,7 +241,8 @@ def plot_breakdown(samples: list[dict], b: dict, out: Path) -> None:
     beyond = sum(s["errors"].get(r, 0.0) > top for s in samples for r in b["rows"])
     ax0.set_ylim(0, top)
     ax0.set(xlabel="|head yaw| of the source frame (deg)", ylabel="gaze error (deg)",
-            title=f"gaze error vs head turn (both eyes; {beyond} points above {top:g} not shown)")
+            title=f"gaze error vs head turn ({len(samples)} open eyes; {beyond} above {top:g} "
+                  "not shown)")
     ax0.legend(fontsize=8)
     names = list(b["effects"])
     width = 0.8 / len(b["rows"])
