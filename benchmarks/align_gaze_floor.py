@@ -66,6 +66,7 @@ from revavatar.learning.eval_align import (
     GAZE_PASTES,
     GazeProbe,
     eye_aspect,
+    eye_is_open,
     eye_over,
     follow_wearer,
     gaze_face,
@@ -269,8 +270,8 @@ def _print_rows(samples: list[dict]) -> None:
 
 
 def is_open(sample: dict, min_aspect: float) -> bool:
-    """Whether a record's true eye is open (no landmarks: counted open, as in eval align)."""
-    return sample.get("eye_aspect") is None or sample["eye_aspect"] >= min_aspect
+    """Whether a record's true eye is open (``eval_align.eye_is_open`` of its aspect ratio)."""
+    return eye_is_open(sample.get("eye_aspect"), min_aspect)
 
 
 def main() -> None:

@@ -149,10 +149,10 @@ def test_a_wider_generator_starts_as_the_stored_one_and_recruits_its_new_width(t
         ck.load_weights(narrower.trainable())
 
 
-def test_train_align_init_from_continues_step_and_curves(tmp_path):
+def _fine_tune(tmp_path, *flags: str):
+    """``train align`` on a toy build: 2 steps into ``a``, then steps 2 -> 4 into ``b`` (models
+    in ``m2``) from them with ``flags``. Returns (run_from_args, the arguments shared by both)."""
     import argparse
-    import csv
-    import json
 
     from revavatar.learning.data import write_toy_build
     from revavatar.learning.train_align import add_arguments, run_from_args
@@ -166,9 +166,16 @@ def test_train_align_init_from_continues_step_and_curves(tmp_path):
         [*base, "--steps", "2", "--ckpt-root", str(tmp_path / "a"), "--out", str(tmp_path / "m1")]))
     run_from_args(parser.parse_args(
         [*base, "--steps", "4", "--ckpt-root", str(tmp_path / "b"), "--out", str(tmp_path / "m2"),
-         "--tone", "--lambda-cycle", "2", "--lambda-gan", "0.5", "--max-ch", "64",
-         "--lambda-ssim", "3", "--lr", "1e-4", "--lr-origin", "2",
-         "--init-from", str(tmp_path / "a")]))
+         *flags, "--lr-origin", "2", "--init-from", str(tmp_path / "a")]))
+    return lambda argv: run_from_args(parser.parse_args(argv)), base
+
+
+def test_train_align_init_from_continues_step_and_curves(tmp_path):
+    import csv
+    import json
+
+    _fine_tune(tmp_path, "--tone", "--lambda-cycle", "2", "--lambda-gan", "0.5", "--max-ch", "64",
+               "--lambda-ssim", "3", "--lr", "1e-4")
     card = json.loads((tmp_path / "m2" / "align_left_eye" / "card.json").read_text())
     assert card["steps"] == 4 and card["config"]["tone"] is True
     assert card["config"]["lambda_cycle"] == 2.0 and card["config"]["lambda_gan"] == 0.5
@@ -438,24 +445,11 @@ def test_ema_averages_the_generator_and_is_what_is_validated_and_exported(tmp_pa
 
 
 def test_train_align_ema_fine_tune_of_a_run_without_one(tmp_path):
-    import argparse
     import json
 
     from safetensors.torch import load_file
 
-    from revavatar.learning.data import write_toy_build
-    from revavatar.learning.train_align import add_arguments, run_from_args
-
-    toy = write_toy_build(tmp_path / "toy", samples=12)
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    base = ["--region", "left_eye", "--data", str(toy), "--batch", "2", "--ckpt-every", "2",
-            "--no-progress", "--no-bf16"]
-    run_from_args(parser.parse_args(
-        [*base, "--steps", "2", "--ckpt-root", str(tmp_path / "a"), "--out", str(tmp_path / "m1")]))
-    run_from_args(parser.parse_args(
-        [*base, "--steps", "4", "--ckpt-root", str(tmp_path / "b"), "--out", str(tmp_path / "m2"),
-         "--ema", "0.5", "--lr-origin", "2", "--init-from", str(tmp_path / "a")]))
+    train, base = _fine_tune(tmp_path, "--ema", "0.5")
     card = json.loads((tmp_path / "m2" / "align_left_eye" / "card.json").read_text())
     assert card["config"]["ema"] == 0.5 and "--ema 0.5" in card["command"]
     readme = (tmp_path / "m2" / "align_left_eye" / "README.md").read_text()
@@ -467,5 +461,5 @@ def test_train_align_ema_fine_tune_of_a_run_without_one(tmp_path):
         torch.testing.assert_close(v, weights[f"G_ema.{k}"])
     assert not all(torch.equal(v, weights[f"G.{k}"]) for k, v in exported.items())
     with pytest.raises(ValueError, match="--ema"):
-        run_from_args(parser.parse_args([*base, "--steps", "2", "--ema", "1.5", "--ckpt-root",
-                                         str(tmp_path / "c"), "--out", str(tmp_path / "m3")]))
+        train([*base, "--steps", "2", "--ema", "1.5", "--ckpt-root", str(tmp_path / "c"),
+               "--out", str(tmp_path / "m3")])

@@ -76,7 +76,7 @@ from revavatar.errors import InputError
 
 __all__ = ["GAZE_JITTER", "GAZE_PASTES", "IRIS_TURN", "METHODS", "PAIRED_FIGURES",
            "TRUTH_PERTURBATIONS", "GazeProbe", "add_arguments", "evaluate", "follow_wearer",
-           "eye_aspect", "eye_over", "gaze_face", "iris_shifted", "iris_turn", "markdown_table",
+           "eye_aspect", "eye_is_open", "eye_over", "gaze_face", "iris_shifted", "iris_turn", "markdown_table",
            "method_aligners", "paired_difference", "paste_into_face", "perturbed_truth",
            "resolve_data", "run_from_args", "spread_samples", "update_cards"]
 
@@ -309,6 +309,12 @@ def eye_aspect(entry: dict[str, Any], region: str, size: int) -> float | None:
     return lm.eye(EYE_SIDES[region]).aspect_ratio
 
 
+def eye_is_open(aspect: float | None, min_aspect: float) -> bool:
+    """Whether a true eye of aspect ratio ``aspect`` (:func:`eye_aspect`) counts as open; an
+    eye without landmarks (None) does, as every eye did before shut ones were scored apart."""
+    return aspect is None or aspect >= min_aspect
+
+
 def _masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     """:func:`revavatar.core.metrics.psnr` over ``mask``'s pixels (as a one-row image)."""
     from revavatar.core.metrics import psnr  # noqa: PLC0415
@@ -468,8 +474,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
             face = read_image(e["gt"])
             side = EYE_SIDES.get(region)
             ref = gazer(paste_into_face(face, gt, box), side) if side else None
-            aspect = eye_aspect(e, region, layout.size)
-            is_open = aspect is None or aspect >= min_aspect
+            is_open = eye_is_open(eye_aspect(e, region, layout.size), min_aspect)
             # the probe's resolution is a property of gazes: measured on open eyes only
             for kind in TRUTH_PERTURBATIONS if ref is not None and is_open else ():
                 got = gazer(gaze_face(face, perturbed_truth(gt, kind, rng), gt, box, weight), side)
