@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/align_gaze_floor.py [--data /tmp/vrface_hf8k] [--limit 60]
        [--models models] [--json OUT] [--figure PNG] [--gaze-jitter N] [--gaze-paste eye|crop]
-       [--gaze-min-aspect A]
+       [--gaze-min-aspect A] [--gaze-tone match|raw]
 
 A VR-Face sample is a render of the source frame's own face mesh, so the exact inverse of its
 camera geometry is known: :class:`revavatar.core.alignment.SurfaceAligner` on that mesh's
@@ -46,6 +46,7 @@ head-fixed build the yaw split shows what is left of it.
 As in ``eval align``, the tables and the breakdown are over the samples whose true eye is open
 (``--gaze-min-aspect``, default :data:`revavatar.core.gaze.OPEN_EYE_MIN_ASPECT`): a shut eye has
 no gaze. Every record keeps its ``eye_aspect``, and the shut eyes get a table of their own.
+The probe sees each crop in the truth's tone (``--gaze-tone``, as ``eval align``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex, read_image
 from revavatar.learning.eval_align import (
     GAZE_JITTER,
     GAZE_PASTES,
+    GAZE_TONES,
     GazeProbe,
     eye_aspect,
     eye_is_open,
@@ -114,10 +116,11 @@ def _fill(crop: np.ndarray, valid: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER,
-            gaze_paste: str = "eye") -> list[dict]:
+            gaze_paste: str = "eye", gaze_tone: str = "match") -> list[dict]:
     """One record per sample and eye the probe could read: its camera's effects, the head pose
     and each row's gaze error (deg); the probe averages ``gaze_jitter`` copies (GazeProbe) and
-    sees each crop's ``gaze_paste`` (eval align's ``--gaze-paste``)."""
+    sees each crop's ``gaze_paste`` in ``gaze_tone`` (eval align's ``--gaze-paste``,
+    ``--gaze-tone``)."""
     index = VRFaceIndex(data)
     layout = CanonicalLayout(index.layout_size)
     files = {s.rel: s for s in scan_sources(_source_folder(index))}
@@ -180,7 +183,7 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
                                                           dp_face, layout, region)[0]
             errors = {}
             for name, crop in crops.items():
-                got = probe(gaze_face(face, crop, gt, box, weights[region]), side)
+                got = probe(gaze_face(face, crop, gt, box, weights[region], gaze_tone), side)
                 if got is not None:
                     errors[name] = angular_error_deg(got, ref)
             out.append({"region": region, "index": e["index"], "head_pose": e["head_pose"],
@@ -289,8 +292,11 @@ def main() -> None:
     ap.add_argument("--gaze-min-aspect", type=float, default=OPEN_EYE_MIN_ASPECT,
                     help="true-eye aspect ratio from which an eye is open (eval align "
                          "--gaze-min-aspect; 0 = every eye)")
+    ap.add_argument("--gaze-tone", default="match", choices=GAZE_TONES,
+                    help="the crop's tone as the probe sees it (eval align --gaze-tone)")
     args = ap.parse_args()
-    measured = measure(args.data, args.models, args.limit, args.gaze_jitter, args.gaze_paste)
+    measured = measure(args.data, args.models, args.limit, args.gaze_jitter, args.gaze_paste,
+                       args.gaze_tone)
     samples = [s for s in measured if is_open(s, args.gaze_min_aspect)]
     shut = [s for s in measured if not is_open(s, args.gaze_min_aspect)]
     print(f"open true eyes (aspect >= {args.gaze_min_aspect:g}): {len(samples)}, shut: {len(shut)}")
@@ -312,6 +318,7 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         record = {"gaze_paste": args.gaze_paste, "gaze_min_aspect": args.gaze_min_aspect,
+                  "gaze_tone": args.gaze_tone,
                   "samples": measured, "breakdown": split}
         args.json.write_text(json.dumps(record, indent=1) + "\n")
 

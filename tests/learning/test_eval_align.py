@@ -18,6 +18,7 @@ from revavatar.learning.eval_align import (
     evaluate,
     gaze_face,
     markdown_table,
+    match_tone,
     paired_difference,
     paste_into_face,
 )
@@ -56,6 +57,8 @@ def test_eval_align_schema_and_gaze_reference(every_eye_open: dict) -> None:
     assert res["gaze_probe_copies"] == GAZE_JITTER
     assert res["gaze_paste"] == "eye"
     assert res["gaze_min_aspect"] == 0.0
+    assert res["gaze_tone"] == "match"
+    assert "its tone matched to the truth's (--gaze-tone)" in markdown_table(res)
     assert "saw each crop's eye in the true face" in markdown_table(res)
     assert "true eye is open (eye aspect ratio >= 0, --gaze-min-aspect)" in markdown_table(res)
     for region, methods in res["regions"].items():
@@ -103,9 +106,11 @@ def test_eval_align_schema_and_gaze_reference(every_eye_open: dict) -> None:
                 assert d["mean"] == pytest.approx(figs["cyclegan"][k] - figs[m][k], abs=1e-9)
 
 
-def test_eval_align_refuses_an_unknown_gaze_paste(tiny_build: Path) -> None:
+def test_eval_align_refuses_an_unknown_gaze_paste_or_tone(tiny_build: Path) -> None:
     with pytest.raises(ValueError, match="gaze_paste"):
         evaluate(tiny_build, ROOT / "models", limit=1, gaze_paste="face")
+    with pytest.raises(ValueError, match="gaze_tone"):
+        evaluate(tiny_build, ROOT / "models", limit=1, gaze_tone="equalize")
 
 
 def test_eval_align_scores_shut_eyes_apart(tiny_build: Path, every_eye_open: dict) -> None:
@@ -137,13 +142,52 @@ def test_gaze_face_pastes_only_the_eye_over_the_truth() -> None:
     gt = rng.integers(0, 256, reg.crop_size[::-1], dtype=np.uint8)
     crop = rng.integers(0, 256, reg.crop_size[::-1], dtype=np.uint8)
     w = layout.eye_weight("left_eye")
-    got = gaze_face(face, crop, gt, reg.box_px, w)
+    got = gaze_face(face, crop, gt, reg.box_px, w, tone="raw")
     crop_w = np.rint(w * crop + (1 - w) * gt).astype(np.uint8)
     assert np.array_equal(got, paste_into_face(face, crop_w, reg.box_px))
-    assert np.array_equal(gaze_face(face, crop, gt, reg.box_px, None),
+    assert np.array_equal(gaze_face(face, crop, gt, reg.box_px, None, tone="raw"),
                           paste_into_face(face, crop, reg.box_px))  # the whole crop
-    color = gaze_face(face, np.dstack([crop] * 3), np.dstack([gt] * 3), reg.box_px, w)
+    color = gaze_face(face, np.dstack([crop] * 3), np.dstack([gt] * 3), reg.box_px, w,
+                      tone="raw")
     assert np.array_equal(color, got)  # BGR crops weigh the same
+    matched = gaze_face(face, crop, gt, reg.box_px, w)  # the default: the truth's tone first
+    assert np.array_equal(matched, gaze_face(face, match_tone(crop, gt, w), gt, reg.box_px, w,
+                                             tone="raw"))
+
+
+def _eye_crop(w: int = 128, h: int = 96, iris_x: float = 64.0) -> np.ndarray:
+    """A smooth synthetic eye: skin ramp, a bright sclera ellipse, a dark iris disc."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = 120.0 + 0.3 * xx
+    img[((xx - 64) / 40) ** 2 + ((yy - 48) / 14) ** 2 < 1] = 200.0
+    img[np.hypot(xx - iris_x, yy - 48) < 10] = 50.0
+    return cv2.GaussianBlur(img, (0, 0), 1.5).round().astype(np.uint8)
+
+
+def test_match_tone_undoes_a_relighting_and_moves_no_pixel() -> None:
+    from revavatar.core.canonical import CanonicalLayout
+    from revavatar.vrface.effects import lighting
+
+    layout = CanonicalLayout(256)
+    w = layout.eye_weight("left_eye")
+    gt = _eye_crop(*layout.region("left_eye").crop_size)
+    lit = lighting(gt, np.random.default_rng(0), gain=0.7, gamma=1.3)
+    assert np.abs(lit.astype(int) - gt).max() > 40
+    back = match_tone(lit, gt, w)
+    inside = w > 0
+    assert np.abs(back[inside].astype(int) - gt[inside]).mean() < 1.0
+    assert np.array_equal(match_tone(gt, gt, w), gt)  # the truth itself is left alone
+    # monotone: a darker pixel never ends up brighter, so the iris stays where it was drawn
+    moved = lighting(_eye_crop(iris_x=70.0), np.random.default_rng(0), gain=0.7, gamma=1.3)
+    out = match_tone(moved, gt, w)
+    order = np.argsort(moved.ravel(), kind="stable")
+    assert np.all(np.diff(out.ravel()[order].astype(int)) >= 0)
+    iris = out < 100
+    assert np.mean(np.nonzero(iris)[1]) == pytest.approx(70.0, abs=0.5)
+    # the whole crop (no weight) and colour crops, channel by channel
+    assert np.abs(match_tone(lit, gt, None).astype(int) - gt).mean() < 1.0
+    color = match_tone(np.dstack([lit, moved, lit]), np.dstack([gt, gt, gt]), w)
+    assert np.array_equal(color[..., 1], out) and np.array_equal(color[..., 0], back)
 
 
 def test_iris_shifted_moves_the_iris_and_leaves_the_corners() -> None:
