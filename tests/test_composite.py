@@ -12,7 +12,7 @@ import pytest
 
 from revavatar.core import composite as comp
 from revavatar.core.canonical import CanonicalLayout
-from revavatar.core.composite import ShapeError, composite, set_checks
+from revavatar.core.composite import ShapeError, composite, match_histogram, set_checks
 
 LAYOUT = CanonicalLayout(256)
 DP_COLOUR = (40, 90, 160)  # BGR, a skin-like orange-brown
@@ -214,3 +214,36 @@ def test_fill_unseen_keeps_what_is_seen_and_fills_the_rest() -> None:
     assert 50 < out[20, 21] < 200  # the seam is blended, inside the seen side
     colour = comp.fill_unseen(np.dstack([crop] * 3), seen, np.dstack([fill] * 3))
     np.testing.assert_array_equal(colour[:, :, 1], out)
+
+
+def _eye_crop(w: int = 128, h: int = 96, iris_x: float = 64.0) -> np.ndarray:
+    """A smooth synthetic eye: skin ramp, a bright sclera ellipse, a dark iris disc."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = 120.0 + 0.3 * xx
+    img[((xx - 64) / 40) ** 2 + ((yy - 48) / 14) ** 2 < 1] = 200.0
+    img[np.hypot(xx - iris_x, yy - 48) < 10] = 50.0
+    return cv2.GaussianBlur(img, (0, 0), 1.5).round().astype(np.uint8)
+
+
+def test_match_histogram_undoes_a_relighting_and_moves_no_pixel() -> None:
+    from revavatar.vrface.effects import lighting
+
+    layout = CanonicalLayout(256)
+    w = layout.eye_weight("left_eye") > 0
+    gt = _eye_crop(*layout.region("left_eye").crop_size)
+    lit = lighting(gt, np.random.default_rng(0), gain=0.7, gamma=1.3)
+    assert np.abs(lit.astype(int) - gt).max() > 40
+    back = match_histogram(lit, gt, w)
+    assert np.abs(back[w].astype(int) - gt[w]).mean() < 1.0
+    assert np.array_equal(match_histogram(gt, gt, w), gt)  # the truth itself is left alone
+    # monotone: a darker pixel never ends up brighter, so the iris stays where it was drawn
+    moved = lighting(_eye_crop(iris_x=70.0), np.random.default_rng(0), gain=0.7, gamma=1.3)
+    out = match_histogram(moved, gt, w)
+    order = np.argsort(moved.ravel(), kind="stable")
+    assert np.all(np.diff(out.ravel()[order].astype(int)) >= 0)
+    iris = out < 100
+    assert np.mean(np.nonzero(iris)[1]) == pytest.approx(70.0, abs=0.5)
+    # the whole crop (no mask) and colour crops, channel by channel
+    assert np.abs(match_histogram(lit, gt, None).astype(int) - gt).mean() < 1.0
+    color = match_histogram(np.dstack([lit, moved, lit]), np.dstack([gt, gt, gt]), w)
+    assert np.array_equal(color[..., 1], out) and np.array_equal(color[..., 0], back)

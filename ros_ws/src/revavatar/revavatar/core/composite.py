@@ -38,6 +38,7 @@ __all__ = [
     "composite",
     "feathered_alpha",
     "fill_unseen",
+    "match_histogram",
     "match_tone",
     "paste_region",
     "set_checks",
@@ -194,6 +195,32 @@ def match_tone(image: np.ndarray, like: np.ndarray, mask: np.ndarray) -> np.ndar
         out[:, :, c] = (src[:, :, c] - float(s.mean())) * gain + float(r.mean())
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return out.reshape(image.shape)
+
+
+def match_histogram(image: np.ndarray, like: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``image`` through the monotone gray-level map that gives it ``like``'s histogram over
+    ``mask`` (the whole image for None); each channel on its own.
+
+    Where :func:`match_tone` fits a gain and offset, this also undoes a gamma: any tone curve
+    that keeps dark darker. It moves no pixel, so a shape (an iris, a lid) stays where it is and
+    only its gray levels change. The gaze probe of ``eval align`` reads crops through it: Face
+    Mesh reads a tone change of the eye alone as a turn (the truth crop relit by VR-Face's
+    lighting effect reads 1.26 deg on 72 open test eyes, matched back 0.54), while a real iris
+    turn reads with the same gain either way (0.65).
+    """
+    if image.ndim == 3:
+        return np.dstack([match_histogram(image[..., c], like[..., c], mask)
+                          for c in range(image.shape[2])])
+    sel = np.ones(image.shape, bool) if mask is None else np.asarray(mask, bool)
+
+    def quantiles(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        levels, counts = np.unique(x, return_counts=True)
+        return levels, (np.cumsum(counts) - 0.5 * counts) / counts.sum()
+
+    levels, q = quantiles(image[sel])
+    like_levels, like_q = quantiles(like[sel])
+    lut = np.interp(np.arange(256), levels, np.interp(q, like_q, like_levels))
+    return np.rint(lut[image]).astype(np.uint8)
 
 
 def fill_unseen(crop: np.ndarray, seen: np.ndarray, fill: np.ndarray,

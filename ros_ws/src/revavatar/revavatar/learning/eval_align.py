@@ -43,7 +43,7 @@ that opens a closed eye is still visible (on 80 test samples, 8 shut eyes a side
 3.3 / 5.4 deg there against 2.6 / 1.9 on the open ones).
 
 The probe sees each crop's eye in the truth's tone (``gaze_tone="match"``, the default since the
-first session of 2026-12-08; :func:`match_tone`): a monotone gray-level map that gives the crop's
+first session of 2026-12-08; :func:`revavatar.core.composite.match_histogram`): a monotone gray-level map that gives the crop's
 eye the truth's histogram and moves no pixel. Face Mesh reads a change of the eye's tone alone as
 a turn of the eye (the relit truth: 1.26 deg), so a raw reading charges an aligner's tone twice,
 once in the pixel figures and once as gaze. ``gaze_tone="raw"`` reads the crops as aligned (the
@@ -84,7 +84,7 @@ from revavatar.errors import InputError
 __all__ = ["GAZE_JITTER", "GAZE_PASTES", "GAZE_TONES", "IRIS_TURN", "METHODS", "PAIRED_FIGURES",
            "TRUTH_PERTURBATIONS", "GazeProbe", "add_arguments", "evaluate", "follow_wearer",
            "eye_aspect", "eye_is_open", "eye_over", "gaze_face", "iris_shifted", "iris_turn",
-           "markdown_table", "match_tone",
+           "markdown_table",
            "method_aligners", "paired_difference", "paste_into_face", "perturbed_truth",
            "resolve_data", "run_from_args", "spread_samples", "update_cards"]
 
@@ -135,39 +135,15 @@ def eye_over(eye: np.ndarray, around: np.ndarray, weight: np.ndarray) -> np.ndar
 GAZE_TONES: Final = ("match", "raw")
 
 
-def match_tone(crop: np.ndarray, gt: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
-    """``crop`` through the monotone gray-level map that gives it ``gt``'s histogram where
-    ``weight`` > 0 (the whole crop for None); each channel on its own.
-
-    The landmark model reads a tone change of the eye as gaze: the truth crop relit by VR-Face's
-    lighting effect (gain, gamma, gradient; no pixel moved) reads 1.26 deg on 72 open test eyes,
-    six times the sensor-noise floor. A monotone map moves no pixel, so the iris and lids stay
-    where the aligner put them: matched, the relit truth reads 0.54 and a real iris turn reads
-    with the same gain (0.65). Tone is scored by SSIM, PSNR and LPIPS; the gaze figure is left to
-    say where the eye looks.
-    """
-    if crop.ndim == 3:
-        return np.dstack([match_tone(crop[..., c], gt[..., c], weight)
-                          for c in range(crop.shape[2])])
-    inside = np.ones(crop.shape, bool) if weight is None else weight > 0.0
-
-    def quantiles(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        levels, counts = np.unique(x, return_counts=True)
-        return levels, (np.cumsum(counts) - 0.5 * counts) / counts.sum()
-
-    levels, q = quantiles(crop[inside])
-    ref_levels, ref_q = quantiles(gt[inside])
-    lut = np.interp(np.arange(256), levels, np.interp(q, ref_q, ref_levels))
-    return np.rint(lut[crop]).astype(np.uint8)
-
-
 def gaze_face(face: np.ndarray, crop: np.ndarray, gt: np.ndarray, box: tuple[int, int, int, int],
               weight: np.ndarray | None, tone: str = "match") -> np.ndarray:
     """The true face with ``crop`` pasted into ``box`` for the gaze probe: only its eye
     (``weight`` from ``CanonicalLayout.eye_weight``, over the truth crop ``gt``), or all of it
     (None); its tone first matched to the truth's there (``tone``, one of :data:`GAZE_TONES`)."""
-    if tone == "match":
-        crop = match_tone(crop, gt, weight)
+    if tone == "match":  # the eye's histogram, or the whole crop's
+        from revavatar.core.composite import match_histogram  # noqa: PLC0415
+
+        crop = match_histogram(crop, gt, None if weight is None else weight > 0.0)
     return paste_into_face(face, crop if weight is None else eye_over(crop, gt, weight), box)
 
 
