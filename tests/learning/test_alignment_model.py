@@ -385,6 +385,17 @@ def test_blend_off_the_eye_masks_the_canonical_eye_and_exports(tmp_path):
         np.testing.assert_allclose(got, model(view, target).numpy(), atol=1e-4)
 
 
+def test_view_tone_other_than_the_camera_needs_a_reference():
+    from revavatar.learning.alignment_model import AlignModelConfig
+
+    with pytest.raises(ValueError, match="view_tone"):
+        AlignModelConfig(region="left_eye", view_tone="enrollment")
+    with pytest.raises(ValueError, match="view_tone"):
+        AlignModelConfig(region="left_eye", reference=True, view_tone="sepia")
+    cfg = AlignModelConfig(region="left_eye", reference=True, view_tone="enrollment")
+    assert AlignModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
 def test_reference_blend_needs_a_reference():
     from revavatar.learning.networks import ResnetGenerator
 

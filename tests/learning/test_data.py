@@ -176,3 +176,25 @@ def test_alignment_pairs_reference_items(toy):
     assert "reference" not in plain.batch([0])
     with pytest.raises(ValueError, match="rectifying"):
         AlignmentPairs(toy, "left_eye", "val", reference=True)
+
+
+def test_alignment_pairs_view_in_the_enrollment_tone(toy):
+    from revavatar.core.alignment import toned_view
+    from revavatar.core.composite import match_histogram
+
+    camera = AlignmentPairs(toy, "left_eye", "train", augment=True, input_mode="rectified",
+                            reference=True)
+    toned = AlignmentPairs(toy, "left_eye", "train", augment=True, input_mode="rectified",
+                           reference=True, view_tone="enrollment")
+    got, plain = toned[0], camera[0]
+    ref = to_image(got["reference"])
+    # after the augmentation, as at run time: the jittered camera view mapped to the DP's tone
+    assert np.array_equal(to_image(got["view"]), match_histogram(to_image(plain["view"]), ref,
+                                                                 None))
+    assert not np.array_equal(to_image(got["view"]), to_image(plain["view"]))
+    assert torch.equal(got["target"], plain["target"])
+    with pytest.raises(ValueError, match="view tone"):
+        AlignmentPairs(toy, "left_eye", "val", input_mode="rectified", view_tone="enrollment")
+    with pytest.raises(ValueError, match="view tone"):
+        toned_view(ref, ref, "daylight")
+    assert toned_view(ref, ref[::-1], "camera") is ref

@@ -114,6 +114,8 @@ class OnnxAligner:
                 self.rectifier = SurfaceAligner(camera, self.region, self.layout, surface_depth)
         #: whether the network also takes the enrolled wearer's crop (input ``reference``)
         self.reference = bool(cfg.get("reference", False))
+        #: the tone the network reads its view in (core.alignment.VIEW_TONES)
+        self.view_tone = str(cfg.get("view_tone", "camera"))
         self.dp: np.ndarray | None = None
         if dp is not None and self.reference:  # other models have no use for it
             self.set_enrollment(dp)
@@ -154,10 +156,11 @@ class OnnxAligner:
             msg = (f"{self.model_dir}: this aligner also reads the enrolled wearer; give it the "
                    "enrollment profile (parameter 'profile')")
             raise InputError(msg)
-        from revavatar.core.alignment import enrollment_input  # noqa: PLC0415
+        from revavatar.core.alignment import enrollment_input, toned_view  # noqa: PLC0415
 
-        return list(enrollment_input(view, self.rectifier.valid_mask, self.dp, self.layout,
-                                     self.region_name))
+        view, ref = enrollment_input(view, self.rectifier.valid_mask, self.dp, self.layout,
+                                     self.region_name)
+        return [toned_view(view, ref, self.view_tone), ref]
 
     def align(self, image: np.ndarray) -> np.ndarray:
         """Align one camera frame.

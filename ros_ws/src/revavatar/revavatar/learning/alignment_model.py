@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from revavatar.core.alignment import VIEW_TONES
 from revavatar.core.canonical import EYE_SIDES
 from revavatar.learning.networks import GANLoss, define_discriminator, define_generator
 from revavatar.learning.ssim_loss import ssim
@@ -69,6 +70,7 @@ class AlignModelConfig:
     reference: bool = False  # G also sees the enrolled wearer's crop (module docstring)
     ref_blend: bool = False  # G's skip path mixes in the reference per pixel (ResnetGenerator)
     blend_eye: bool = True  # False: the blend stays out of the eye (CanonicalLayout.eye_weight)
+    view_tone: str = "camera"  # the view's tone as G reads it (core.alignment.toned_view)
     ae_ngf: int = 24  # autoencoder width and depth (bottleneck at 1/16)
     ae_down: int = 4
     ndf: int = 16
@@ -95,6 +97,11 @@ class AlignModelConfig:
             raise ValueError(msg)
         if self.lambda_gaze > 0 and (self.region not in EYE_SIDES or not self.gaze_critic):
             msg = "the gaze term reads eye landmarks: it needs an eye region and a gaze critic"
+            raise ValueError(msg)
+        if self.view_tone not in VIEW_TONES or (self.view_tone != "camera"
+                                                 and not self.reference):
+            msg = (f"view_tone {self.view_tone!r}: expected one of {', '.join(VIEW_TONES)}; a "
+                   "tone other than the camera's is the reference's and needs reference=True")
             raise ValueError(msg)
         if not 0.0 <= self.ema < 1.0:
             msg = f"ema is a decay in [0, 1), got {self.ema}"
@@ -459,7 +466,10 @@ def write_card(out: str | Path) -> Path:
         f"- Input: {c['input_mode']} (rectified = calibrated homography grid of the headset "
         "YAML applied first; the network learns the residual correction)"
         + ("; plus the enrolled wearer's crop of the region (input `reference`), which also "
-           "fills the pixels the camera cannot see" if c.get("reference") else "") + ".",
+           "fills the pixels the camera cannot see" if c.get("reference") else "")
+        + ("; the view read in the enrollment crop's tone (a monotone gray-level map, "
+           "`core.alignment.toned_view`)" if c.get("view_tone", "camera") != "camera" else "")
+        + ".",
         f"- Architecture: {_arch(c)}; G has {card['params_G']:,} parameters.",
         f"- Losses: {_losses(c)}.",
         f"- Data: VR-Face build `{card.get('data')}`, train split "
@@ -541,6 +551,7 @@ def make_job(args: Any, region: str, kind: str, data: Any,
                               ref_blend=kind == "cyclegan" and getattr(args, "ref_blend", False),
                               blend_eye=not (kind == "cyclegan"
                                              and getattr(args, "no_blend_eye", False)),
+                              view_tone=getattr(args, "view_tone", "camera"),
                               ngf=int(getattr(args, "ngf", AlignModelConfig.ngf)),
                               max_ch=int(getattr(args, "max_ch", AlignModelConfig.max_ch)),
                               lambda_cycle=float(getattr(args, "lambda_cycle",
@@ -558,7 +569,7 @@ def make_job(args: Any, region: str, kind: str, data: Any,
     job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
            "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
            "val": AlignmentPairs(args.data, region, "val", input_mode=args.input_mode, limit=32,
-                                 reference=config.reference)}
+                                 reference=config.reference, view_tone=config.view_tone)}
     if args.resume and job["ckpt"].latest() is not None:
         info = job["ckpt"].load(job["model"].trainable(), job["model"].optimizers())
         job["start"], job["wall"] = info["step"], float(info["extra"].get("wall_s", 0.0))
@@ -598,6 +609,8 @@ def save_job(args: Any, job: dict, step: int) -> None:
            + (" --tone" if model.config.tone else "")
            + (" --reference" if model.config.reference else "")
            + (" --ref-blend" if model.config.ref_blend else "")
+           + (f" --view-tone {model.config.view_tone}" if model.config.view_tone != "camera"
+              else "")
            + (f" --ngf {model.config.ngf}" if model.config.ngf != AlignModelConfig.ngf else "")
            + (f" --max-ch {model.config.max_ch}"
               if model.config.max_ch != AlignModelConfig.max_ch else "")

@@ -298,15 +298,19 @@ class AlignmentPairs(Dataset):
         limit: keep only the first ``limit`` samples of the split (None = all).
         seed: seed of the augmentation.
         reference: also yield the enrolled wearer's crop (see above).
+        view_tone: the tone of ``view`` (:func:`revavatar.core.alignment.toned_view`; reference
+            pairs), after the augmentation, as the product reads it.
 
     Raises:
         InputError: the build is missing or incomplete, or a file does not decode.
-        ValueError: unknown region, split or input mode, or ``reference`` with ``"resize"``.
+        ValueError: unknown region, split, input mode or view tone, ``reference`` with
+            ``"resize"``, or a view tone other than the camera's without ``reference``.
     """
 
     def __init__(self, root: str | Path, region: str, split: str, augment: bool = False, *,
                  input_mode: str = "resize", cache: bool = False, limit: int | None = None,
-                 seed: int = 0, reference: bool = False) -> None:
+                 seed: int = 0, reference: bool = False, view_tone: str = "camera") -> None:
+        from revavatar.core.alignment import VIEW_TONES  # noqa: PLC0415
         from revavatar.core.canonical import REGION_NAMES, CanonicalLayout  # noqa: PLC0415
 
         if region not in REGION_NAMES:
@@ -319,7 +323,11 @@ class AlignmentPairs(Dataset):
             msg = ("reference inputs fill what the camera cannot see: they need a rectifying "
                    "input mode")
             raise ValueError(msg)
-        self.reference = bool(reference)
+        if view_tone not in VIEW_TONES or (view_tone != "camera" and not reference):
+            msg = (f"view tone {view_tone!r}: expected one of {', '.join(VIEW_TONES)}, and a "
+                   "tone other than the camera's needs the reference")
+            raise ValueError(msg)
+        self.reference, self.view_tone = bool(reference), view_tone
         self.index = VRFaceIndex(root)
         self.region, self.split, self.augment = region, split, bool(augment)
         self.input_mode, self.seed = input_mode, int(seed)
@@ -417,6 +425,10 @@ class AlignmentPairs(Dataset):
         e = self.entries[i]
         if self.augment:
             view = self._jitter(view, int(e["index"]))
+        if ref is not None:
+            from revavatar.core.alignment import toned_view  # noqa: PLC0415
+
+            view = toned_view(view, ref, self.view_tone)
         side = EYE_SIDES.get(self.region)
         gaze = e["gaze"][side] if side else e.get("gaze_deg", [0.0, 0.0])
         focus = torch.from_numpy(self.focus(i)).float().div_(255.0)[None]

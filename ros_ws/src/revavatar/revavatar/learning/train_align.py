@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from revavatar.core.alignment import VIEW_TONES
 from revavatar.core.canonical import REGION_NAMES as REGIONS
 from revavatar.learning.alignment_model import AlignModelConfig, make_job, save_job
 from revavatar.learning.data import INPUT_MODES, AlignmentPairs
@@ -97,6 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-blend-eye", action="store_true",
                         help="with --ref-blend on an eye: the blend stays out of the eye ellipse "
                              "(canonical eye_weight), so the eye comes from the camera")
+    parser.add_argument("--view-tone", default="camera", choices=VIEW_TONES,
+                        help="with --reference: the tone the generators read the camera view in: "
+                             "the camera's (default) or the enrollment crop's (a monotone "
+                             "gray-level map, core.alignment.toned_view)")
     parser.add_argument("--ngf", type=int, default=AlignModelConfig.ngf,
                         help="CycleGAN generators' first-layer width, doubled per downsampling "
                              "(default %(default)d)")
@@ -144,7 +149,8 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
     for region in args.region:
         data = AlignmentPairs(args.data, region, "train", augment=True, cache=True,
                               input_mode=args.input_mode, seed=args.seed,
-                              reference=args.reference)
+                              reference=args.reference,
+                              view_tone=getattr(args, "view_tone", "camera"))
         for kind in _KINDS if args.kind == "all" else (args.kind,):
             jobs.append(make_job(args, region, kind, data, lpips))
     start = min(j["start"] for j in jobs)
