@@ -43,11 +43,11 @@ that opens a closed eye is still visible (on 80 test samples, 8 shut eyes a side
 3.3 / 5.4 deg there against 2.6 / 1.9 on the open ones).
 
 The probe sees each crop's eye in the truth's tone (``gaze_tone="match"``, the default since the
-first session of 2026-12-08; :func:`revavatar.core.composite.match_histogram`): a monotone gray-level map that gives the crop's
-eye the truth's histogram and moves no pixel. Face Mesh reads a change of the eye's tone alone as
-a turn of the eye (the relit truth: 1.26 deg), so a raw reading charges an aligner's tone twice,
-once in the pixel figures and once as gaze. ``gaze_tone="raw"`` reads the crops as aligned (the
-figure of earlier reports).
+fourth session of 2026-12-07; :func:`revavatar.core.composite.match_histogram`): a monotone
+gray-level map that gives the crop's eye the truth's histogram and moves no pixel. Face Mesh
+reads a change of the eye's tone alone as a turn of the eye (the relit truth: 1.26 deg), so a raw
+reading charges an aligner's tone twice, once in the pixel figures and once as gaze.
+``gaze_tone="raw"`` reads the crops as aligned (the figure of earlier reports).
 
 What the gaze figure can resolve is reported beside it (``gaze_reference``): the same error for
 the ground-truth crop itself shifted by one crop pixel (what 1 px of misregistration costs) and
@@ -84,8 +84,8 @@ from revavatar.errors import InputError
 __all__ = ["GAZE_JITTER", "GAZE_PASTES", "GAZE_TONES", "IRIS_TURN", "METHODS", "PAIRED_FIGURES",
            "TRUTH_PERTURBATIONS", "GazeProbe", "add_arguments", "evaluate", "follow_wearer",
            "eye_aspect", "eye_is_open", "eye_over", "gaze_face", "iris_shifted", "iris_turn",
-           "markdown_table",
-           "method_aligners", "paired_difference", "paste_into_face", "perturbed_truth",
+           "markdown_table", "method_aligners", "paired_difference", "paste_into_face",
+           "perturbed_truth",
            "resolve_data", "run_from_args", "spread_samples", "update_cards"]
 
 METHODS: Final = ("homography", "surface", "dp", "homography+dp", "autoencoder", "cyclegan")
@@ -131,7 +131,8 @@ def eye_over(eye: np.ndarray, around: np.ndarray, weight: np.ndarray) -> np.ndar
     return np.rint(wgt * eye + (1.0 - wgt) * around).astype(np.uint8)
 
 
-#: how the gaze probe sees a crop's tone: "match" (:func:`match_tone` to the truth's) or "raw"
+#: how the gaze probe sees a crop's tone: "match" (the truth's: ``composite.match_histogram``)
+#: or "raw"
 GAZE_TONES: Final = ("match", "raw")
 
 
@@ -503,8 +504,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                     floor[kind].append(angular_error_deg(got, ref))
             turn = iris_turn(gazer, face, gt, layout, region) if ref is not None and is_open \
                 else None
-            got = None if turn is None else gazer(gaze_face(face, turn[0], gt, box, weight, gaze_tone),
-                                                side)
+            got = None if turn is None else gazer(
+                gaze_face(face, turn[0], gt, box, weight, gaze_tone), side)
             if got is not None:
                 floor[IRIS_TURN].append(angular_error_deg(got, ref))
                 turned.append(turn[1])
