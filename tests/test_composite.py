@@ -12,7 +12,13 @@ import pytest
 
 from revavatar.core import composite as comp
 from revavatar.core.canonical import CanonicalLayout
-from revavatar.core.composite import ShapeError, composite, match_histogram, set_checks
+from revavatar.core.composite import (
+    ShapeError,
+    composite,
+    match_gamma,
+    match_histogram,
+    set_checks,
+)
 
 LAYOUT = CanonicalLayout(256)
 DP_COLOUR = (40, 90, 160)  # BGR, a skin-like orange-brown
@@ -247,3 +253,27 @@ def test_match_histogram_undoes_a_relighting_and_moves_no_pixel() -> None:
     assert np.abs(match_histogram(lit, gt, None).astype(int) - gt).mean() < 1.0
     color = match_histogram(np.dstack([lit, moved, lit]), np.dstack([gt, gt, gt]), w)
     assert np.array_equal(color[..., 1], out) and np.array_equal(color[..., 0], back)
+
+
+def test_match_gamma_undoes_an_exposure_fitted_on_the_skin_alone() -> None:
+    from revavatar.vrface.effects import lighting
+
+    layout = CanonicalLayout(256)
+    eye = layout.eye_weight("left_eye") > 0
+    like = _eye_crop(*layout.region("left_eye").crop_size)
+    skin = ~eye
+    # the image's eye looks elsewhere: a full histogram match over the crop would bend its tone
+    # by that, the skin's gain and gamma do not
+    image = lighting(_eye_crop(iris_x=74.0), np.random.default_rng(0), gain=0.75, gamma=1.25)
+    back = match_gamma(image, like, skin)
+    assert np.abs(back[skin].astype(int) - like[skin]).mean() < 2.0
+    moved = _eye_crop(iris_x=74.0)
+    assert np.abs(back[eye].astype(int) - moved[eye]).mean() < 3.0  # the eye as it was, untoned
+    order = np.argsort(image.ravel(), kind="stable")
+    assert np.all(np.diff(back.ravel()[order].astype(int)) >= 0)  # monotone: nothing moves
+    assert back.min() < 60  # the pupil, darker than any skin pixel, stays dark
+    few = np.zeros_like(skin)
+    few[0, :10] = True
+    assert match_gamma(image, like, few) is image  # too little to fit
+    color = match_gamma(np.dstack([image] * 3), np.dstack([like] * 3), skin)
+    assert np.array_equal(color[..., 2], back)

@@ -174,30 +174,31 @@ def test_reference_model_reads_the_enrolled_dp(tmp_path, frame, monkeypatch):
     assert make(cam, LAYOUT.region("left_eye"), LAYOUT, dp=dp).align(frame).shape == (48, 64)
 
 
-def test_reference_model_reads_its_view_in_the_tone_it_was_trained_on(tmp_path, frame):
+@pytest.mark.parametrize("tone", ["enrollment", "enrollment-skin"])
+def test_reference_model_reads_its_view_in_the_tone_it_was_trained_on(tmp_path, frame, tone):
     """A model trained on views in the enrollment's tone gets them so at run time too."""
     import torch
 
-    from revavatar.core.alignment import enrollment_input
-    from revavatar.core.composite import match_histogram
+    from revavatar.core.alignment import enrollment_input, toned_view
     from revavatar.learning.alignment_model import AlignModelConfig, AlignmentModel, export_aligner
 
     torch.manual_seed(0)
     cfg = AlignModelConfig(region="left_eye", crop_size=(64, 48), ngf=8, n_blocks=1, max_ch=16,
                            ndf=8, input_mode="rectified", bf16=False, reference=True,
-                           view_tone="enrollment")
+                           view_tone=tone)
     d = export_aligner(AlignmentModel(cfg), tmp_path / "align_left_eye", {"steps": 0})
     cam = load_calibration(HEADSET).cameras["left_eye"]
-    dp = np.full((128, 128, 3), 90, np.uint8)
-    dp[40:90] = 200  # two gray levels, far from the camera frame's
+    ramp = np.linspace(150, 250, 128)[None, :, None]  # a bright ramp, far from the frame's tone
+    dp = np.broadcast_to(ramp, (128, 128, 3)).astype(np.uint8)
     aligner = OnnxAligner("left_eye", d, cam, LAYOUT, dp=dp)
-    assert aligner.view_tone == "enrollment"
+    assert aligner.view_tone == tone
     view, ref = aligner.prepare(frame)
     rect = HomographyAligner(cam, LAYOUT.region("left_eye"), LAYOUT)
     camera_view, want_ref = enrollment_input(rect.align(frame), rect.valid_mask, dp, LAYOUT,
                                              "left_eye")
     assert np.array_equal(ref, want_ref)
-    assert np.array_equal(view, match_histogram(camera_view, ref, None))
-    assert abs(float(view.mean()) - float(ref.mean())) < 3.0  # the DP's tone, not the camera's
+    eye = LAYOUT.eye_weight("left_eye")
+    assert np.array_equal(view, toned_view(camera_view, ref, tone, eye))
     assert abs(float(camera_view.mean()) - float(ref.mean())) > 20.0
+    assert abs(float(view.mean()) - float(ref.mean())) < 10.0  # the DP's tone, not the camera's
     assert "enrollment crop's tone" in (d / "README.md").read_text()

@@ -392,8 +392,11 @@ def test_view_tone_other_than_the_camera_needs_a_reference():
         AlignModelConfig(region="left_eye", view_tone="enrollment")
     with pytest.raises(ValueError, match="view_tone"):
         AlignModelConfig(region="left_eye", reference=True, view_tone="sepia")
-    cfg = AlignModelConfig(region="left_eye", reference=True, view_tone="enrollment")
-    assert AlignModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="view_tone"):
+        AlignModelConfig(region="lower_face", reference=True, view_tone="enrollment-skin")
+    for tone in ("enrollment", "enrollment-skin"):
+        cfg = AlignModelConfig(region="left_eye", reference=True, view_tone=tone)
+        assert AlignModelConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_reference_blend_needs_a_reference():

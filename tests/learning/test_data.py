@@ -180,6 +180,7 @@ def test_alignment_pairs_reference_items(toy):
 
 def test_alignment_pairs_view_in_the_enrollment_tone(toy):
     from revavatar.core.alignment import toned_view
+    from revavatar.core.canonical import CanonicalLayout
     from revavatar.core.composite import match_histogram
 
     camera = AlignmentPairs(toy, "left_eye", "train", augment=True, input_mode="rectified",
@@ -198,3 +199,15 @@ def test_alignment_pairs_view_in_the_enrollment_tone(toy):
     with pytest.raises(ValueError, match="view tone"):
         toned_view(ref, ref, "daylight")
     assert toned_view(ref, ref[::-1], "camera") is ref
+    # the skin's gain and gamma: fitted outside the eye, so it needs the eye
+    skin = AlignmentPairs(toy, "left_eye", "train", augment=True, input_mode="rectified",
+                          reference=True, view_tone="enrollment-skin")[0]
+    skin_eye = CanonicalLayout(256).eye_weight("left_eye")
+    assert np.array_equal(to_image(skin["view"]),
+                          toned_view(to_image(plain["view"]), ref, "enrollment-skin", skin_eye))
+    with pytest.raises(ValueError, match="eye region"):
+        toned_view(ref, ref, "enrollment-skin")
+    with pytest.raises(ValueError, match="view tone"):
+        AlignmentPairs(toy, "lower_face", "val", input_mode="rectified", reference=True,
+                       view_tone="enrollment-skin")
+    assert skin_eye.shape == ref.shape

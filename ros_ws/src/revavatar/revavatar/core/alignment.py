@@ -37,7 +37,7 @@ __all__ = ["HOUSING_BRIDGE_PX", "HOUSING_CORE", "HOUSING_GROW_PX", "HOUSING_LEVE
            "enrollment_input", "housing_mask", "toned_view"]
 
 #: the tone a learned aligner reads its camera view in (:func:`toned_view`)
-VIEW_TONES: Final = ("camera", "enrollment")
+VIEW_TONES: Final = ("camera", "enrollment", "enrollment-skin")
 
 #: gray level at or below which a dark area touching the crop's border is taken for the headset's
 #: housing (or, in simulation, for nothing rendered) rather than for the face; see
@@ -326,23 +326,40 @@ def enrollment_input(rectified: np.ndarray, seen: np.ndarray, dp_face: np.ndarra
     return view, ref
 
 
-def toned_view(view: np.ndarray, reference: np.ndarray, tone: str) -> np.ndarray:
+def toned_view(view: np.ndarray, reference: np.ndarray, tone: str,
+               eye: np.ndarray | None = None) -> np.ndarray:
     """An aligner's view (``enrollment_input``'s first image) in ``tone``, one of
     :data:`VIEW_TONES`: as the camera gives it, or through the monotone gray-level map that gives
-    it the enrollment crop's histogram (:func:`revavatar.core.composite.match_histogram`).
+    it the enrollment crop's histogram over the whole crop (``"enrollment"``,
+    :func:`revavatar.core.composite.match_histogram`), or through the gain and gamma that match
+    its skin, outside the eye, to the enrollment's (``"enrollment-skin"``,
+    :func:`revavatar.core.composite.match_gamma`; ``eye``: the region's
+    ``CanonicalLayout.eye_weight``).
 
     The camera's exposure, gamma and IR look change from frame to frame; the enrollment is a
     fixed photo of the same face region. Read in the enrollment's tone, the eye's darkest pixels
     (iris, pupil) sit at the gray levels they have in the target, whatever the exposure, so a
-    generator need not learn to undo the exposure before it can place them. On VR-Face, the
+    generator need not learn to undo the exposure before it can place them: on VR-Face the
     committed CycleGAN eyes read 0.5 deg worse on relit views than on the same views replayed
-    without their lighting. The map moves no pixel.
+    without their lighting. The enrollment is another moment, though, its eye open wider or
+    looking elsewhere; a map fitted over the whole crop also carries that difference of content
+    into the eye; a gain and gamma fitted on the skin do not. The map moves no pixel.
+
+    Raises:
+        ValueError: an unknown tone, or ``"enrollment-skin"`` without ``eye``.
     """
     if tone not in VIEW_TONES:
         msg = f"unknown view tone {tone!r}; expected one of {', '.join(VIEW_TONES)}"
         raise ValueError(msg)
     if tone == "camera":
         return view
-    from revavatar.core.composite import match_histogram  # noqa: PLC0415
+    from revavatar.core.composite import match_gamma, match_histogram  # noqa: PLC0415
 
-    return match_histogram(view, reference, None)
+    if tone == "enrollment":
+        return match_histogram(view, reference, None)
+    if eye is None:
+        msg = "the enrollment-skin tone is fitted outside the eye: it needs an eye region"
+        raise ValueError(msg)
+    # the skin: outside the eye, and not the housing's black
+    skin = (np.asarray(eye) <= 0.0) & (view > HOUSING_LEVEL) & (reference > HOUSING_LEVEL)
+    return match_gamma(view, reference, skin)

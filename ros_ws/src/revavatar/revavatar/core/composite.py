@@ -38,6 +38,7 @@ __all__ = [
     "composite",
     "feathered_alpha",
     "fill_unseen",
+    "match_gamma",
     "match_histogram",
     "match_tone",
     "paste_region",
@@ -219,7 +220,42 @@ def match_histogram(image: np.ndarray, like: np.ndarray, mask: np.ndarray | None
 
     levels, q = quantiles(image[sel])
     like_levels, like_q = quantiles(like[sel])
-    lut = np.interp(np.arange(256), levels, np.interp(q, like_q, like_levels))
+    mapped = np.interp(q, like_q, like_levels)
+    # levels the mask does not hold (a pupil darker than any skin pixel) keep their order and
+    # contrast: linear between the map's ends and black / white, not clamped to the ends
+    if levels[0] > 0:
+        levels, mapped = np.r_[0, levels], np.r_[0.0, mapped]
+    if levels[-1] < 255:
+        levels, mapped = np.r_[levels, 255], np.r_[mapped, 255.0]
+    lut = np.interp(np.arange(256), levels, mapped)
+    return np.rint(lut[image]).astype(np.uint8)
+
+
+def match_gamma(image: np.ndarray, like: np.ndarray, mask: np.ndarray,
+                quantiles: tuple[float, float] = (25.0, 75.0)) -> np.ndarray:
+    """``image`` through the power law ``y = a x^g`` that takes its ``quantiles`` of gray over
+    ``mask`` to ``like``'s (gray or each channel).
+
+    An exposure change is a gain and a gamma; two quantiles fix both. Unlike a full histogram
+    match, two mid quantiles of one kind of surface (skin) hardly depend on what else the two
+    images show, so an iris, a lash or a shadow that only one of them has does not bend the map,
+    and levels outside the fitted range (a pupil) keep their contrast. Fewer than 16 pixels, or
+    a degenerate spread, leave ``image`` unchanged.
+    """
+    if image.ndim == 3:
+        return np.dstack([match_gamma(image[..., c], like[..., c], mask, quantiles)
+                          for c in range(image.shape[2])])
+    sel = np.asarray(mask, bool)
+    if int(sel.sum()) < 16:
+        return image
+    lo, hi = (np.log(np.maximum(np.percentile(x[sel].astype(np.float64), quantiles), 1.0))
+              for x in (image, like))
+    if hi[1] - hi[0] < 1e-3 or lo[1] - lo[0] < 1e-3:
+        return image
+    g = (hi[1] - hi[0]) / (lo[1] - lo[0])
+    log_a = hi.mean() - g * lo.mean()
+    x = np.maximum(np.arange(256, dtype=np.float64), 0.5)
+    lut = np.clip(np.exp(log_a + g * np.log(x)), 0.0, 255.0)
     return np.rint(lut[image]).astype(np.uint8)
 
 

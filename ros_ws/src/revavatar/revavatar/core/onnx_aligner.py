@@ -160,7 +160,10 @@ class OnnxAligner:
 
         view, ref = enrollment_input(view, self.rectifier.valid_mask, self.dp, self.layout,
                                      self.region_name)
-        return [toned_view(view, ref, self.view_tone), ref]
+        from revavatar.core.canonical import EYE_SIDES  # noqa: PLC0415
+
+        eye = self.layout.eye_weight(self.region_name) if self.region_name in EYE_SIDES else None
+        return [toned_view(view, ref, self.view_tone, eye), ref]
 
     def align(self, image: np.ndarray) -> np.ndarray:
         """Align one camera frame.

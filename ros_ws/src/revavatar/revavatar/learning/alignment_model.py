@@ -99,9 +99,11 @@ class AlignModelConfig:
             msg = "the gaze term reads eye landmarks: it needs an eye region and a gaze critic"
             raise ValueError(msg)
         if self.view_tone not in VIEW_TONES or (self.view_tone != "camera"
-                                                 and not self.reference):
+                                                 and not self.reference) or (
+                self.view_tone == "enrollment-skin" and self.region not in EYE_SIDES):
             msg = (f"view_tone {self.view_tone!r}: expected one of {', '.join(VIEW_TONES)}; a "
-                   "tone other than the camera's is the reference's and needs reference=True")
+                   "tone other than the camera's is the reference's and needs reference=True, "
+                   "the skin's an eye region")
             raise ValueError(msg)
         if not 0.0 <= self.ema < 1.0:
             msg = f"ema is a decay in [0, 1), got {self.ema}"
@@ -467,8 +469,10 @@ def write_card(out: str | Path) -> Path:
         "YAML applied first; the network learns the residual correction)"
         + ("; plus the enrolled wearer's crop of the region (input `reference`), which also "
            "fills the pixels the camera cannot see" if c.get("reference") else "")
-        + ("; the view read in the enrollment crop's tone (a monotone gray-level map, "
-           "`core.alignment.toned_view`)" if c.get("view_tone", "camera") != "camera" else "")
+        + ("; the view read in the enrollment crop's tone ("
+           + ("a gain and gamma fitted on the skin" if c.get("view_tone") == "enrollment-skin"
+              else "a histogram match over the crop")
+           + ", `core.alignment.toned_view`)" if c.get("view_tone", "camera") != "camera" else "")
         + ".",
         f"- Architecture: {_arch(c)}; G has {card['params_G']:,} parameters.",
         f"- Losses: {_losses(c)}.",

@@ -323,9 +323,10 @@ class AlignmentPairs(Dataset):
             msg = ("reference inputs fill what the camera cannot see: they need a rectifying "
                    "input mode")
             raise ValueError(msg)
-        if view_tone not in VIEW_TONES or (view_tone != "camera" and not reference):
-            msg = (f"view tone {view_tone!r}: expected one of {', '.join(VIEW_TONES)}, and a "
-                   "tone other than the camera's needs the reference")
+        if view_tone not in VIEW_TONES or (view_tone != "camera" and not reference) or (
+                view_tone == "enrollment-skin" and region not in EYE_SIDES):
+            msg = (f"view tone {view_tone!r}: expected one of {', '.join(VIEW_TONES)}; a tone "
+                   "other than the camera's needs the reference, the skin's an eye region")
             raise ValueError(msg)
         self.reference, self.view_tone = bool(reference), view_tone
         self.index = VRFaceIndex(root)
@@ -337,6 +338,7 @@ class AlignmentPairs(Dataset):
             raise InputError(msg)
         self.layout = CanonicalLayout(self.index.layout_size)
         self.crop_size = self.layout.region(region).crop_size
+        self._eye = self.layout.eye_weight(region) if region in EYE_SIDES else None
         probe = cv2.imread(self.entries[0][region], cv2.IMREAD_UNCHANGED)
         if probe is None:
             msg = f"cannot read image {self.entries[0][region]}"
@@ -428,7 +430,7 @@ class AlignmentPairs(Dataset):
         if ref is not None:
             from revavatar.core.alignment import toned_view  # noqa: PLC0415
 
-            view = toned_view(view, ref, self.view_tone)
+            view = toned_view(view, ref, self.view_tone, self._eye)
         side = EYE_SIDES.get(self.region)
         gaze = e["gaze"][side] if side else e.get("gaze_deg", [0.0, 0.0])
         focus = torch.from_numpy(self.focus(i)).float().div_(255.0)[None]

@@ -100,8 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(canonical eye_weight), so the eye comes from the camera")
     parser.add_argument("--view-tone", default="camera", choices=VIEW_TONES,
                         help="with --reference: the tone the generators read the camera view in: "
-                             "the camera's (default) or the enrollment crop's (a monotone "
-                             "gray-level map, core.alignment.toned_view)")
+                             "the camera's (default) or the enrollment crop's (enrollment: a "
+                             "histogram match over the crop; enrollment-skin: a gain and gamma "
+                             "fitted on the skin outside the eye; core.alignment.toned_view)")
     parser.add_argument("--ngf", type=int, default=AlignModelConfig.ngf,
                         help="CycleGAN generators' first-layer width, doubled per downsampling "
                              "(default %(default)d)")
