@@ -343,7 +343,9 @@ def toned_view(view: np.ndarray, reference: np.ndarray, tone: str,
     committed CycleGAN eyes read 0.5 deg worse on relit views than on the same views replayed
     without their lighting. The enrollment is another moment, though, its eye open wider or
     looking elsewhere; a map fitted over the whole crop also carries that difference of content
-    into the eye; a gain and gamma fitted on the skin do not. The map moves no pixel.
+    into the eye; a gain and gamma fitted on the skin do not. The map moves no pixel. Neither
+    tone has yet beaten the camera's on VR-Face: both win the relit views back and lose as much
+    on the clean ones (reports/alignment.md).
 
     Raises:
         ValueError: an unknown tone, or ``"enrollment-skin"`` without ``eye``.

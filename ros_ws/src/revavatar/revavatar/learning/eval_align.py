@@ -40,7 +40,7 @@ eye is open (eye aspect ratio of the sample's landmarks at least
 figure of reports before the third session of 2026-12-07); the shut ones (about a tenth of
 VR-Face's eyes, blinks and squints) are scored apart as ``gaze_error_shut_deg``, so an aligner
 that opens a closed eye is still visible (on 80 test samples, 8 shut eyes a side, CycleGAN reads
-3.3 / 5.4 deg there against 2.6 / 1.9 on the open ones).
+3.6 / 5.8 deg there against 2.4 / 1.8 on the open ones).
 
 The probe sees each crop's eye in the truth's tone (``gaze_tone="match"``, the default since the
 fourth session of 2026-12-07; :func:`revavatar.core.composite.match_histogram`): a monotone
