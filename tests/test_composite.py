@@ -251,6 +251,7 @@ def test_match_histogram_undoes_a_relighting_and_moves_no_pixel() -> None:
     assert np.mean(np.nonzero(iris)[1]) == pytest.approx(70.0, abs=0.5)
     # the whole crop (no mask) and colour crops, channel by channel
     assert np.abs(match_histogram(lit, gt, None).astype(int) - gt).mean() < 1.0
+    assert match_histogram(lit, gt, np.zeros_like(w)) is lit  # nothing to match over
     color = match_histogram(np.dstack([lit, moved, lit]), np.dstack([gt, gt, gt]), w)
     assert np.array_equal(color[..., 1], out) and np.array_equal(color[..., 0], back)
 

@@ -210,4 +210,3 @@ def test_alignment_pairs_view_in_the_enrollment_tone(toy):
     with pytest.raises(ValueError, match="view tone"):
         AlignmentPairs(toy, "lower_face", "val", input_mode="rectified", reference=True,
                        view_tone="enrollment-skin")
-    assert skin_eye.shape == ref.shape

@@ -200,7 +200,8 @@ def match_tone(image: np.ndarray, like: np.ndarray, mask: np.ndarray) -> np.ndar
 
 def match_histogram(image: np.ndarray, like: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """``image`` through the monotone gray-level map that gives it ``like``'s histogram over
-    ``mask`` (the whole image for None); each channel on its own.
+    ``mask`` (the whole image for None); each channel on its own. An empty mask leaves ``image``
+    unchanged.
 
     Where :func:`match_tone` fits a gain and offset, this also undoes a gamma: any tone curve
     that keeps dark darker. It moves no pixel, so a shape (an iris, a lid) stays where it is and
@@ -213,6 +214,8 @@ def match_histogram(image: np.ndarray, like: np.ndarray, mask: np.ndarray | None
         return np.dstack([match_histogram(image[..., c], like[..., c], mask)
                           for c in range(image.shape[2])])
     sel = np.ones(image.shape, bool) if mask is None else np.asarray(mask, bool)
+    if not sel.any():
+        return image
 
     def quantiles(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         levels, counts = np.unique(x, return_counts=True)
@@ -248,12 +251,12 @@ def match_gamma(image: np.ndarray, like: np.ndarray, mask: np.ndarray,
     sel = np.asarray(mask, bool)
     if int(sel.sum()) < 16:
         return image
-    lo, hi = (np.log(np.maximum(np.percentile(x[sel].astype(np.float64), quantiles), 1.0))
-              for x in (image, like))
-    if hi[1] - hi[0] < 1e-3 or lo[1] - lo[0] < 1e-3:
+    src, dst = (np.log(np.maximum(np.percentile(x[sel].astype(np.float64), quantiles), 1.0))
+                for x in (image, like))
+    if src[1] - src[0] < 1e-3 or dst[1] - dst[0] < 1e-3:
         return image
-    g = (hi[1] - hi[0]) / (lo[1] - lo[0])
-    log_a = hi.mean() - g * lo.mean()
+    g = (dst[1] - dst[0]) / (src[1] - src[0])
+    log_a = dst.mean() - g * src.mean()
     x = np.maximum(np.arange(256, dtype=np.float64), 0.5)
     lut = np.clip(np.exp(log_a + g * np.log(x)), 0.0, 255.0)
     return np.rint(lut[image]).astype(np.uint8)
