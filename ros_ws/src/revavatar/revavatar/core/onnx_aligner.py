@@ -116,6 +116,9 @@ class OnnxAligner:
         self.reference = bool(cfg.get("reference", False))
         #: the tone the network reads its view in (core.alignment.VIEW_TONES)
         self.view_tone = str(cfg.get("view_tone", "camera"))
+        #: the eye's weights, where a skin-fitted tone must not look (computed once, not per frame)
+        self._eye = (self.layout.eye_weight(region) if self.view_tone == "enrollment-skin"
+                     else None)
         self.dp: np.ndarray | None = None
         if dp is not None and self.reference:  # other models have no use for it
             self.set_enrollment(dp)
@@ -160,10 +163,7 @@ class OnnxAligner:
 
         view, ref = enrollment_input(view, self.rectifier.valid_mask, self.dp, self.layout,
                                      self.region_name)
-        from revavatar.core.canonical import EYE_SIDES  # noqa: PLC0415
-
-        eye = self.layout.eye_weight(self.region_name) if self.region_name in EYE_SIDES else None
-        return [toned_view(view, ref, self.view_tone, eye), ref]
+        return [toned_view(view, ref, self.view_tone, self._eye), ref]
 
     def align(self, image: np.ndarray) -> np.ndarray:
         """Align one camera frame.
