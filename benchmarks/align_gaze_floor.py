@@ -60,6 +60,7 @@ import numpy as np
 
 from revavatar.core.alignment import SurfaceAligner, enrollment_input
 from revavatar.core.canonical import EYE_SIDES, CanonicalLayout
+from revavatar.core.composite import eye_over
 from revavatar.core.gaze import OPEN_EYE_MIN_ASPECT, angular_error_deg
 from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex, read_image
 from revavatar.learning.eval_align import (
@@ -69,7 +70,6 @@ from revavatar.learning.eval_align import (
     GazeProbe,
     eye_aspect,
     eye_is_open,
-    eye_over,
     follow_wearer,
     gaze_face,
     iris_turn,

@@ -202,3 +202,38 @@ def test_reference_model_reads_its_view_in_the_tone_it_was_trained_on(tmp_path, 
     assert abs(float(camera_view.mean()) - float(ref.mean())) > 20.0
     assert abs(float(view.mean()) - float(ref.mean())) < 10.0  # the DP's tone, not the camera's
     assert "enrollment crop's tone" in (d / "README.md").read_text()
+
+
+def test_camera_eye_takes_the_opening_from_the_rectified_view(model_dir, frame):
+    """eye_from="camera": the network's crop around the eye, the rectified camera's eye inside
+    it in the network's tone; refused where there is no eye or no rectified view."""
+    from revavatar.core.alignment import camera_eye
+    from revavatar.core.composite import match_histogram
+
+    cam = load_calibration(HEADSET).cameras["left_eye"]
+    network = OnnxAligner("left_eye", model_dir, cam, LAYOUT)
+    hybrid = OnnxAligner("left_eye", model_dir, cam, LAYOUT, eye_from="camera")
+    net, got = network.align(frame), hybrid.align(frame)
+    rect = HomographyAligner(cam, LAYOUT.region("left_eye"), LAYOUT).align(frame)
+    eye = LAYOUT.eye_weight("left_eye")
+    assert np.array_equal(got[eye == 0], net[eye == 0])  # around the eye: the network's
+    inside = eye == 1
+    want = match_histogram(rect, net, eye > 0.5)[inside]
+    assert np.array_equal(got[inside], want)  # the camera's eye in the network's tone
+    assert not np.array_equal(got[inside], net[inside])
+    assert np.array_equal(got, camera_eye(net, rect, eye))
+    with pytest.raises(ValueError, match="eye_from"):
+        OnnxAligner("left_eye", model_dir, cam, LAYOUT, eye_from="dp")
+
+
+def test_camera_eye_keeps_the_aligned_tone_and_the_camera_shapes():
+    from revavatar.core.alignment import camera_eye
+
+    eye = LAYOUT.eye_weight("left_eye")
+    aligned = np.full(eye.shape, 120, np.uint8)
+    aligned[20:28, 20:28] = 40  # the network's iris
+    rect = np.full(eye.shape, 200, np.uint8)  # a brighter exposure ...
+    rect[20:28, 34:42] = 150  # ... and the iris somewhere else
+    out = camera_eye(aligned, rect, eye)
+    assert out[24, 38] < 60 and out[24, 24] > 100  # the camera's iris, dark as the network's
+    assert abs(int(out[24, 30]) - 120) <= 2  # the camera's skin at the network's gray

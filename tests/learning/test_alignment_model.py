@@ -425,6 +425,30 @@ def test_train_align_refuses_a_blend_without_reference_and_an_origin_past_the_en
     face = ["--region", "left_eye,lower_face", *base[2:], "--reference", "--ref-blend"]
     with pytest.raises(ValueError, match="eye regions only"):
         run_from_args(parser.parse_args([*face, "--no-blend-eye"]))
+    with pytest.raises(ValueError, match="eye regions only"):
+        run_from_args(parser.parse_args([*face, "--mirror-eyes"]))
+
+
+def test_train_align_mirror_eyes_doubles_the_pairs_and_says_so(tmp_path):
+    import argparse
+    import json
+
+    from revavatar.learning.data import write_toy_build
+    from revavatar.learning.train_align import add_arguments, run_from_args
+
+    toy = write_toy_build(tmp_path / "toy", samples=12)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--region", "left_eye", "--data", str(toy), "--batch", "2",
+                              "--steps", "1", "--no-progress", "--no-bf16", "--ngf", "8",
+                              "--input-mode", "rectified", "--reference", "--ref-blend",
+                              "--no-blend-eye", "--mirror-eyes", "--ckpt-root",
+                              str(tmp_path / "c"), "--out", str(tmp_path / "m")])
+    card = json.loads((run_from_args(args)[0] / "card.json").read_text())
+    assert card["train_samples"] == 2 * 8  # the toy's 8 train samples, each eye
+    assert card["mirror_eyes"] is True
+    assert "--no-blend-eye --mirror-eyes" in card["command"]
+    assert "the other eye mirrored" in (tmp_path / "m" / "align_left_eye" / "README.md").read_text()
 
 
 def test_ema_averages_the_generator_and_is_what_is_validated_and_exported(tmp_path):

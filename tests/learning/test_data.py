@@ -210,3 +210,29 @@ def test_alignment_pairs_view_in_the_enrollment_tone(toy):
     with pytest.raises(ValueError, match="view tone"):
         AlignmentPairs(toy, "lower_face", "val", input_mode="rectified", reference=True,
                        view_tone="enrollment-skin")
+
+
+def test_mirrored_eyes_appends_the_other_eye_flipped(toy):
+    from revavatar.learning.data import MirroredEyes
+
+    def pairs(region):
+        return AlignmentPairs(toy, region, "train", augment=True, input_mode="rectified",
+                              reference=True)
+
+    left, right = pairs("left_eye"), pairs("right_eye")
+    both = MirroredEyes(left, right)
+    assert len(both) == len(left) + len(right)
+    assert torch.equal(both[0]["view"], left[0]["view"])
+    got, src = both[len(left)], right[0]
+    for key in ("view", "target", "focus", "reference"):
+        assert torch.equal(got[key], src[key].flip(-1))
+    assert got["gaze"].tolist() == pytest.approx([-src["gaze"][0].item(), src["gaze"][1].item()])
+    both.set_epoch(3)
+    right.set_epoch(3)  # the halves follow the epoch: the flipped item is the other eye's draw
+    assert torch.equal(both[len(left)]["view"], right[0]["view"].flip(-1))
+    batch = both.batch([0, len(left)])
+    assert batch["view"].shape == (2, 1, 96, 128) and "reference" in batch
+    with pytest.raises(ValueError, match="two eyes"):
+        MirroredEyes(left, pairs("left_eye"))
+    with pytest.raises(ValueError, match="two eyes"):
+        MirroredEyes(left, AlignmentPairs(toy, "right_eye", "train", input_mode="rectified"))

@@ -200,7 +200,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=1.0, help="replay rate (1 = real time, 0 = max)")
     p.add_argument("--aligner", default="homography",
                    help="homography (classical baseline) | surface (classical, onto the enrolled "
-                        "face; needs --profile) | cyclegan | autoencoder (trained)")
+                        "face; needs --profile) | cyclegan | autoencoder (trained) | "
+                        "cyclegan+camera_eye (trained, each eye's opening from the rectified "
+                        "camera)")
     p.add_argument("--restorer", default="paste+poisson",
                    help="paste | paste+poisson (classical baselines) | ours (trained)")
     p.set_defaults(func=_cmd_run)

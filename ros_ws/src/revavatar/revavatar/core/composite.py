@@ -36,6 +36,7 @@ __all__ = [
     "check_image",
     "checks_enabled",
     "composite",
+    "eye_over",
     "feathered_alpha",
     "fill_unseen",
     "match_gamma",
@@ -260,6 +261,13 @@ def match_gamma(image: np.ndarray, like: np.ndarray, mask: np.ndarray,
     x = np.maximum(np.arange(256, dtype=np.float64), 0.5)
     lut = np.clip(np.exp(log_a + g * np.log(x)), 0.0, 255.0)
     return np.rint(lut[image]).astype(np.uint8)
+
+
+def eye_over(eye: np.ndarray, around: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``eye``'s pixels where ``weight`` (``CanonicalLayout.eye_weight``) is 1, ``around``'s
+    where it is 0, mixed on the feathered rim (uint8)."""
+    wgt = weight[..., None] if eye.ndim == 3 else weight
+    return np.rint(wgt * eye + (1.0 - wgt) * around).astype(np.uint8)
 
 
 def fill_unseen(crop: np.ndarray, seen: np.ndarray, fill: np.ndarray,

@@ -61,6 +61,10 @@ class OnnxAligner:
         providers: onnxruntime execution providers.
         surface_depth: the enrolled face's canonical depth (``surface`` models).
         dp: the enrolled wearer's aligned DP, uint8 BGR at ``layout`` (``reference`` models).
+        eye_from: where an eye crop's eye opening comes from, one of
+            :data:`~revavatar.core.alignment.EYE_SOURCES`: the network (default) or the
+            rectified camera view in the network's tone (:func:`~revavatar.core.alignment.camera_eye`;
+            eye regions with a rectifying input).
 
     Attributes:
         method: ``"cyclegan"`` or ``"autoencoder"`` (from the card).
@@ -69,14 +73,17 @@ class OnnxAligner:
     Raises:
         ModelLoadError: missing or mismatched model files.
         BackendUnavailableError: onnxruntime is not installed.
-        ValueError: a rectified model without a camera calibration, or a DP not at the layout.
+        ValueError: a rectified model without a camera calibration, a DP not at the layout, or
+            an ``eye_from`` the model cannot give.
     """
 
     def __init__(self, region: str, model_dir: str | Path, camera: CameraCalibration | None = None,
                  layout: CanonicalLayout | None = None, *, threads: int = 2,
                  providers: Sequence[str] = ("CPUExecutionProvider",),
-                 surface_depth: np.ndarray | None = None, dp: np.ndarray | None = None) -> None:
-        from revavatar.core.canonical import CanonicalLayout  # noqa: PLC0415
+                 surface_depth: np.ndarray | None = None, dp: np.ndarray | None = None,
+                 eye_from: str = "network") -> None:
+        from revavatar.core.alignment import EYE_SOURCES  # noqa: PLC0415
+        from revavatar.core.canonical import EYE_SIDES, CanonicalLayout  # noqa: PLC0415
 
         self.model_dir = Path(model_dir)
         try:
@@ -119,6 +126,14 @@ class OnnxAligner:
         #: the eye's weights, where a skin-fitted tone must not look (computed once, not per frame)
         self._eye = (self.layout.eye_weight(region) if self.view_tone == "enrollment-skin"
                      else None)
+        if eye_from not in EYE_SOURCES or (eye_from == "camera" and (
+                region not in EYE_SIDES or self.rectifier is None)):
+            msg = (f"eye_from {eye_from!r}: expected one of {', '.join(EYE_SOURCES)}; the "
+                   "camera's eye needs an eye region and a rectifying input")
+            raise ValueError(msg)
+        self.eye_from = eye_from
+        #: the eye opening's weights, where the camera's eye goes (``eye_from="camera"``)
+        self._camera_eye = self.layout.eye_weight(region) if eye_from == "camera" else None
         self.dp: np.ndarray | None = None
         if dp is not None and self.reference:  # other models have no use for it
             self.set_enrollment(dp)
@@ -193,16 +208,22 @@ class OnnxAligner:
             feeds[node.name] = x.astype(np.float32) / 127.5 - 1.0
         y = self._session.run(None, feeds)[0]
         out = np.clip(np.rint((np.clip(y, -1.0, 1.0) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-        return [o[0] if o.shape[0] == 1 else np.ascontiguousarray(o.transpose(1, 2, 0))
-                for o in out]
+        crops = [o[0] if o.shape[0] == 1 else np.ascontiguousarray(o.transpose(1, 2, 0))
+                 for o in out]
+        if self._camera_eye is None:
+            return crops
+        from revavatar.core.alignment import camera_eye  # noqa: PLC0415
+
+        return [camera_eye(c, p[0], self._camera_eye) for c, p in zip(crops, prep, strict=True)]
 
 
-def aligner_factory(method: str) -> Callable[..., OnnxAligner]:
+def aligner_factory(method: str, eye_from: str = "network") -> Callable[..., OnnxAligner]:
     """A factory(camera, region, layout, surface_depth=None, dp=None) for
     :data:`revavatar.graph.stages.ALIGNERS`, loading the trained model of ``method`` from
     :func:`default_model_dir`; ``surface_depth`` is the enrolled face's canonical depth, which
     a model trained on ``surface`` input needs, ``dp`` the enrolled aligned face, which a
-    ``reference`` model needs.
+    ``reference`` model needs. ``eye_from`` is :class:`OnnxAligner`'s, for the eye regions (the
+    lower face has no eye opening to take from the camera).
 
     Raises:
         InputError: a ``surface`` model without the enrolled face's depth, or a ``reference``
@@ -211,8 +232,11 @@ def aligner_factory(method: str) -> Callable[..., OnnxAligner]:
     def make(camera: CameraCalibration, region: Region, layout: CanonicalLayout,
              surface_depth: np.ndarray | None = None,
              dp: np.ndarray | None = None) -> OnnxAligner:
+        from revavatar.core.canonical import EYE_SIDES  # noqa: PLC0415
+
         aligner = OnnxAligner(region.name, default_model_dir(method, region.name), camera, layout,
-                              surface_depth=surface_depth, dp=dp)
+                              surface_depth=surface_depth, dp=dp,
+                              eye_from=eye_from if region.name in EYE_SIDES else "network")
         if aligner.reference and dp is None:
             msg = (f"the {method} {region.name} model also reads the enrolled wearer: give the "
                    "alignment node the enrollment profile (parameter 'profile')")

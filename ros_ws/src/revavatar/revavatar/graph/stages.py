@@ -238,8 +238,9 @@ def _surface(camera: CameraCalibration, region: Region, layout: CanonicalLayout,
     return SurfaceAligner(camera, region, layout, _enrolled_depth(profile, layout))
 
 
-def _learned(method: str) -> Callable[..., Any]:
-    """Factory of a trained ONNX aligner (models/align[_ae]_<region>/, onnxruntime, no torch)."""
+def _learned(method: str, eye_from: str = "network") -> Callable[..., Any]:
+    """Factory of a trained ONNX aligner (models/align[_ae]_<region>/, onnxruntime, no torch);
+    ``eye_from``: where the eyes' opening comes from (core.onnx_aligner.OnnxAligner)."""
 
     def make(camera: CameraCalibration, region: Region, layout: CanonicalLayout,
              profile: Any = None) -> Any:
@@ -250,7 +251,8 @@ def _learned(method: str) -> Callable[..., Any]:
         has_face = profile is not None and getattr(profile, "mesh", None) is not None
         depth = _enrolled_depth(profile, layout) if has_face else None
         dp = profile.dp if profile is not None else None  # checked by models that read it
-        return aligner_factory(method)(camera, region, layout, surface_depth=depth, dp=dp)
+        return aligner_factory(method, eye_from)(camera, region, layout, surface_depth=depth,
+                                                 dp=dp)
 
     return make
 
@@ -261,6 +263,8 @@ ALIGNERS: Final[dict[str, Callable[..., Any]]] = {
     "homography": _homography,
     "surface": _surface,
     "cyclegan": _learned("cyclegan"),
+    # the CycleGAN with each eye's opening from the rectified camera (core.alignment.camera_eye)
+    "cyclegan+camera_eye": _learned("cyclegan", "camera"),
     "autoencoder": _learned("autoencoder"),
 }
 

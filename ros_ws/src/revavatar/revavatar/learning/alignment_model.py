@@ -477,7 +477,9 @@ def write_card(out: str | Path) -> Path:
         f"- Architecture: {_arch(c)}; G has {card['params_G']:,} parameters.",
         f"- Losses: {_losses(c)}.",
         f"- Data: VR-Face build `{card.get('data')}`, train split "
-        f"({card.get('train_samples')} samples), identity-disjoint val/test.",
+        f"({card.get('train_samples')} samples"
+        f"{': its own eye and the other eye mirrored' if card.get('mirror_eyes') else ''}), "
+        "identity-disjoint val/test.",
         f"- Training: {card.get('steps')} steps, batch {card.get('batch')}, Adam lr {c['lr']} "
         f"({_schedule(card)}), CPU {card.get('threads')} threads, "
         f"{'bf16 autocast' if c['bf16'] else 'fp32'}, wall time {card.get('wall_s')} s"
@@ -613,6 +615,8 @@ def save_job(args: Any, job: dict, step: int) -> None:
            + (" --tone" if model.config.tone else "")
            + (" --reference" if model.config.reference else "")
            + (" --ref-blend" if model.config.ref_blend else "")
+           + (" --no-blend-eye" if not model.config.blend_eye else "")
+           + (" --mirror-eyes" if getattr(args, "mirror_eyes", False) else "")
            + (f" --view-tone {model.config.view_tone}" if model.config.view_tone != "camera"
               else "")
            + (f" --ngf {model.config.ngf}" if model.config.ngf != AlignModelConfig.ngf else "")
@@ -633,6 +637,7 @@ def save_job(args: Any, job: dict, step: int) -> None:
            + (f" --init-from {args.init_from}" if job.get("init_from") else ""))
     export_aligner(model, Path(args.out) / job["name"], {
         "data": str(Path(args.data).resolve()), "train_samples": len(job["data"]),
+        "mirror_eyes": bool(getattr(args, "mirror_eyes", False)),
         "steps": step, "steps_planned": args.steps, "batch": args.batch,
         "lr_origin": int(getattr(args, "lr_origin", 0)),
         "wall_s": round(job["wall"], 1), "threads": args.threads, "seed": args.seed,

@@ -34,6 +34,7 @@ __all__ = [
     "PATH_FIELDS",
     "SPLITS",
     "AlignmentPairs",
+    "MirroredEyes",
     "ReferenceSurfaces",
     "VRFaceIndex",
     "focus_mask",
@@ -258,6 +259,12 @@ class ReferenceSurfaces:
         return self._grids[key]
 
 
+def _stack(items: list[dict[str, Any]], reference: bool) -> dict[str, torch.Tensor]:
+    """A batch of alignment items: their tensors stacked (N, ...) key by key."""
+    keys = ("view", "target", "focus", "gaze", *(("reference",) if reference else ()))
+    return {k: torch.stack([it[k] for it in items]) for k in keys}
+
+
 class AlignmentPairs(Dataset):
     """(headset view, frontal ground-truth crop) pairs of one region, for the learned aligners.
 
@@ -444,9 +451,60 @@ class AlignmentPairs(Dataset):
     def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """Stack items ``indices`` into a batch (views and targets (N, C, H, W)); no DataLoader
         needed, which keeps the training loop single-process on a 2-core machine."""
-        items = [self[int(i)] for i in indices]
-        keys = ("view", "target", "focus", "gaze", *(("reference",) if self.reference else ()))
-        return {k: torch.stack([it[k] for it in items]) for k in keys}
+        return _stack([self[int(i)] for i in indices], self.reference)
+
+
+class MirroredEyes(Dataset):
+    """One eye's training pairs followed by the other eye's, mirrored left to right.
+
+    The canonical eye boxes and a symmetric headset's eye cameras mirror each other about the
+    face's midline, so a right eye read through its camera and flipped is a left eye read
+    through the left camera: the other eye's pairs double the faces an eye aligner learns from.
+    With 30 training identities the aligners' gaze does not carry over from val to test
+    (reports/alignment.md); more faces are what a learned aligner lacks most. The other eye's
+    items keep their own augmentation draw; the ``gaze`` yaw changes sign with the flip.
+
+    Args:
+        own: the region's pairs (an eye region's :class:`AlignmentPairs`).
+        other: the other eye's pairs, built with the same settings.
+
+    Raises:
+        ValueError: the two are not the two eyes, or differ in crop size, channels or inputs.
+    """
+
+    def __init__(self, own: AlignmentPairs, other: AlignmentPairs) -> None:
+        if {own.region, other.region} != set(EYE_SIDES) or (
+                own.crop_size, own.channels, own.reference, own.input_mode, own.view_tone) != (
+                other.crop_size, other.channels, other.reference, other.input_mode,
+                other.view_tone):
+            msg = ("MirroredEyes takes the two eyes' pairs built alike, got "
+                   f"{own.region} and {other.region}")
+            raise ValueError(msg)
+        self.own, self.other = own, other
+        self.region, self.reference = own.region, own.reference
+        self.crop_size, self.channels = own.crop_size, own.channels
+
+    def __len__(self) -> int:
+        return len(self.own) + len(self.other)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change both halves' augmentation draw (:meth:`AlignmentPairs.set_epoch`)."""
+        self.own.set_epoch(epoch)
+        self.other.set_epoch(epoch)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if i < len(self.own):
+            return self.own[i]
+        item = dict(self.other[i - len(self.own)])
+        for k in ("view", "target", "focus", "reference"):
+            if k in item:
+                item[k] = item[k].flip(-1)
+        item["gaze"] = item["gaze"] * torch.tensor([-1.0, 1.0])
+        return item
+
+    def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """As :meth:`AlignmentPairs.batch`."""
+        return _stack([self[int(i)] for i in indices], self.reference)
 
 
 def write_toy_build(root: str | Path, samples: int = 12, *, seed: int = 0,

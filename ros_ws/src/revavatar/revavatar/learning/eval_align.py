@@ -83,12 +83,15 @@ from revavatar.errors import InputError
 
 __all__ = ["GAZE_JITTER", "GAZE_PASTES", "GAZE_TONES", "IRIS_TURN", "METHODS", "PAIRED_FIGURES",
            "TRUTH_PERTURBATIONS", "GazeProbe", "add_arguments", "evaluate", "follow_wearer",
-           "eye_aspect", "eye_is_open", "eye_over", "gaze_face", "iris_shifted", "iris_turn",
+           "eye_aspect", "eye_is_open", "gaze_face", "iris_shifted", "iris_turn",
            "markdown_table", "method_aligners", "paired_difference", "paste_into_face",
            "perturbed_truth",
            "resolve_data", "run_from_args", "spread_samples", "update_cards"]
 
-METHODS: Final = ("homography", "surface", "dp", "homography+dp", "autoencoder", "cyclegan")
+METHODS: Final = ("homography", "surface", "dp", "homography+dp", "autoencoder", "cyclegan",
+                  "cyclegan+camera_eye")
+#: the rows that need no trained model
+_CLASSICAL: Final = METHODS[:4]
 
 
 def resolve_data(data: Path, cache: Path | None = None, samples: int = 1500, seed: int = 0,
@@ -124,13 +127,6 @@ def paste_into_face(face: np.ndarray, crop: np.ndarray, box: tuple[int, int, int
 GAZE_PASTES: Final = ("eye", "crop")
 
 
-def eye_over(eye: np.ndarray, around: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """``eye``'s pixels where ``weight`` (``CanonicalLayout.eye_weight``) is 1, ``around``'s
-    where it is 0, mixed on the feathered rim (uint8)."""
-    wgt = weight[..., None] if eye.ndim == 3 else weight
-    return np.rint(wgt * eye + (1.0 - wgt) * around).astype(np.uint8)
-
-
 #: how the gaze probe sees a crop's tone: "match" (the truth's: ``composite.match_histogram``)
 #: or "raw"
 GAZE_TONES: Final = ("match", "raw")
@@ -145,6 +141,8 @@ def gaze_face(face: np.ndarray, crop: np.ndarray, gt: np.ndarray, box: tuple[int
         from revavatar.core.composite import match_histogram  # noqa: PLC0415
 
         crop = match_histogram(crop, gt, None if weight is None else weight > 0.0)
+    from revavatar.core.composite import eye_over  # noqa: PLC0415
+
     return paste_into_face(face, crop if weight is None else eye_over(crop, gt, weight), box)
 
 
@@ -284,8 +282,10 @@ def spread_samples(index: Any, split: str, views: tuple[str, ...] | None,
 
 
 def method_aligners(region: str, calibration: Any, models: Path, layout: Any) -> dict[str, Any]:
-    """The compared aligners of ``region`` (homography baseline + each trained model found);
-    ``calibration``: the build's headset (:meth:`VRFaceIndex.calibration`)."""
+    """The compared aligners of ``region`` (homography baseline + each trained model found, and
+    for an eye CycleGAN that reads a rectified view the same with the camera's eye,
+    ``cyclegan+camera_eye``: :func:`revavatar.core.alignment.camera_eye`); ``calibration``: the
+    build's headset (:meth:`VRFaceIndex.calibration`)."""
     from revavatar.core.alignment import HomographyAligner  # noqa: PLC0415
     from revavatar.core.onnx_aligner import MODEL_PREFIXES, OnnxAligner  # noqa: PLC0415
 
@@ -297,6 +297,10 @@ def method_aligners(region: str, calibration: Any, models: Path, layout: Any) ->
         d = models / f"{prefix}{region}"
         if (d / "model.onnx").is_file():
             out[method] = OnnxAligner(region, d, cam, layout)
+    learned = out.get("cyclegan")
+    if region in EYE_SIDES and learned is not None and learned.rectifier is not None:
+        out["cyclegan+camera_eye"] = OnnxAligner(region, learned.model_dir, cam, layout,
+                                                 eye_from="camera")
     return out
 
 
@@ -469,8 +473,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     identity = {k: str(e.get("identity", "")) for k, e in enumerate(entries)}  # for `paired`
     for region in (r for r in REGION_NAMES if r in regions):
         aligners = method_aligners(region, calibration, models, layout)
-        methods = ["homography", "surface", "dp", "homography+dp",
-                   *(m for m in aligners if m != "homography")]
+        methods = [m for m in METHODS if m in _CLASSICAL or m in aligners]
         plane = {a: getattr(a, "rectifier", None) for a in aligners.values()}  # the fallback
         gray = True
         vals: dict[str, dict[str, list[float]]] = {m: {f: [] for f in _PIXEL_FIGURES}
@@ -540,7 +543,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
             if figure is not None and k < 4:
                 blank = np.zeros_like(gt)  # a method without a crop here keeps its column
                 rows.setdefault(region, []).append(
-                    [cv2.resize(frame, gt.shape[1::-1]), *(crops.get(m, blank) for m in methods),
+                    [cv2.resize(frame, gt.shape[1::-1]), *(crops.get(m, blank) for m in METHODS),
                      gt])
         result["regions"][region] = {m: _summary(vals[m], list(gaze[m].values()), region,
                                                  bias[m], shut[m])
@@ -553,7 +556,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
             if turned:
                 result["gaze_reference"][region][IRIS_TURN]["expected"] = float(np.mean(turned))
     if figure is not None:
-        _figure(rows, figure, methods)
+        _figure(rows, figure, list(METHODS))
     return result
 
 

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from revavatar.core.alignment import VIEW_TONES
+from revavatar.core.canonical import EYE_SIDES
 from revavatar.core.canonical import REGION_NAMES as REGIONS
 from revavatar.learning.alignment_model import AlignModelConfig, make_job, save_job
-from revavatar.learning.data import INPUT_MODES, AlignmentPairs
+from revavatar.learning.data import INPUT_MODES, AlignmentPairs, MirroredEyes
 from revavatar.learning.trainer import progress, seed_everything
 
 __all__ = ["REGIONS", "add_arguments", "lr_schedule", "parse_regions", "run_from_args"]
@@ -42,6 +43,21 @@ def lr_schedule(step: int, steps: int, origin: int = 0) -> float:
     half of ``origin..steps`` and then linear to 0. ``origin`` restarts it for a fine-tune of a
     finished run, whose own schedule had already reached 0."""
     return min(1.0, 2.0 * (1.0 - (step - 1 - origin) / (steps - origin)))
+
+
+def train_pairs(args: argparse.Namespace, region: str) -> AlignmentPairs | MirroredEyes:
+    """A region's training pairs as the flags ask (with ``--mirror-eyes``, the other eye's
+    mirrored after its own)."""
+    def pairs(name: str) -> AlignmentPairs:
+        return AlignmentPairs(args.data, name, "train", augment=True, cache=True,
+                              input_mode=args.input_mode, seed=args.seed,
+                              reference=args.reference,
+                              view_tone=getattr(args, "view_tone", "camera"))
+
+    if not getattr(args, "mirror_eyes", False):
+        return pairs(region)
+    other = next(r for r in EYE_SIDES if r != region)
+    return MirroredEyes(pairs(region), pairs(other))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +114,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-blend-eye", action="store_true",
                         help="with --ref-blend on an eye: the blend stays out of the eye ellipse "
                              "(canonical eye_weight), so the eye comes from the camera")
+    parser.add_argument("--mirror-eyes", action="store_true",
+                        help="an eye also trains on the other eye's pairs mirrored left to right "
+                             "(a symmetric headset; learning.data.MirroredEyes)")
     parser.add_argument("--view-tone", default="camera", choices=VIEW_TONES,
                         help="with --reference: the tone the generators read the camera view in: "
                              "the camera's (default) or the enrollment crop's (enrollment: a "
@@ -128,6 +147,9 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
         msg = "--no-blend-eye keeps the reference blend off the eyes: use it with --ref-blend " \
               "on the eye regions only"
         raise ValueError(msg)
+    if getattr(args, "mirror_eyes", False) and "lower_face" in args.region:
+        msg = "--mirror-eyes mirrors one eye into the other: use it with the eye regions only"
+        raise ValueError(msg)
     if args.lambda_gaze > 0 and "lower_face" in args.region:
         msg = "--lambda-gaze reads eye landmarks: use it with the eye regions only"
         raise ValueError(msg)
@@ -148,10 +170,7 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
     lpips = load_lpips("alex", allow_fetch=False)
     jobs = []
     for region in args.region:
-        data = AlignmentPairs(args.data, region, "train", augment=True, cache=True,
-                              input_mode=args.input_mode, seed=args.seed,
-                              reference=args.reference,
-                              view_tone=getattr(args, "view_tone", "camera"))
+        data = train_pairs(args, region)
         for kind in _KINDS if args.kind == "all" else (args.kind,):
             jobs.append(make_job(args, region, kind, data, lpips))
     start = min(j["start"] for j in jobs)
