@@ -227,6 +227,27 @@ def test_pick_enrollment_frame_prefers_open_frontal(det, clip, face_image):
     np.testing.assert_array_equal(prof.dp, enroll_image(clip[240], det, LAYOUT).dp)
 
 
+def test_pick_enrollment_frame_takes_the_shape_from_the_best_frames(det, clip, face_image):
+    """The DP stays the best frame; the mesh is the mean shape of the best passing frames (the
+    failing ones never count), and a single frame's mesh is that frame's."""
+    from revavatar.vrface.mesh import FaceMesh, mean_shape
+
+    frames = [_noise(), face_image, clip[336], clip[240], clip[TURNED_FRAME]]
+    index, one = pick_enrollment_frame(frames, det, LAYOUT)
+    _, three = pick_enrollment_frame(frames, det, LAYOUT, shape_frames=3)
+    assert "shape_frames" not in one.meta
+    picked = three.meta["shape_frames"]
+    assert picked[0] == index == 3 and 3 not in picked[1:] and len(picked) >= 2
+    assert 0 not in picked  # noise has no face
+    np.testing.assert_array_equal(three.dp, one.dp)
+    meshes = [FaceMesh.from_landmarks(det.detect(frames[k]), LAYOUT) for k in picked]
+    np.testing.assert_allclose(three.mesh, mean_shape(meshes).vertices, atol=1e-4)
+    assert not np.allclose(three.mesh, one.mesh, atol=0.1)
+    assert "mean_shape" in three.meta["mesh"]
+    with pytest.raises(ValueError, match="shape_frames"):
+        pick_enrollment_frame(frames, det, LAYOUT, shape_frames=0)
+
+
 def test_pick_enrollment_frame_failures(det, face_image, demo_frames):
     with pytest.raises(EnrollmentError, match=r"best was frame \d: eyes closed"):
         pick_enrollment_frame([face_image, demo_frames[0]], det, LAYOUT, source="c.mp4")

@@ -182,6 +182,27 @@ def test_without_yaw_levels_the_face_and_forgets_any_turn(face_lm, layout) -> No
     np.testing.assert_array_equal(level.triangles, mesh.triangles)
 
 
+def test_mean_shape_averages_levelled_frames(face_lm, layout) -> None:
+    """Frames of one face, each turned its own way and with its own depth guess: the mean is
+    the levelled face with the guesses averaged, not a blend of the turns."""
+    from revavatar.vrface.mesh import mean_shape, without_yaw
+
+    mesh = FaceMesh.from_landmarks(face_lm, layout)
+    level = without_yaw(mesh).vertices.astype(np.float64)
+    t = np.radians(9.0)
+    rot = np.array([[np.cos(t), 0, np.sin(t)], [0, 1, 0], [-np.sin(t), 0, np.cos(t)]])
+    nearer = dataclasses.replace(mesh, vertices=(mesh.vertices + [0.0, 0.0, -1.5]) @ rot.T)
+    further = dataclasses.replace(mesh, vertices=mesh.vertices + [0.0, 0.0, 1.5])
+    got = mean_shape([nearer, further]).vertices
+    np.testing.assert_allclose(got, level, atol=0.05)  # the +-1.5 mm guesses cancel
+    np.testing.assert_allclose(mean_shape([mesh]).vertices, level, atol=1e-4)
+    with pytest.raises(ValueError, match="one topology"):
+        mean_shape([])
+    small = FaceMesh(mesh.vertices[:3], np.array([[0, 1, 2]]), mesh.uv[:3])
+    with pytest.raises(ValueError, match="one topology"):
+        mean_shape([mesh, small])
+
+
 def _turned(lm: FaceLandmarks, deg: float) -> FaceLandmarks:
     """The same landmarks turned about the vertical axis through the eye corners' mean (pixels)."""
     p = lm.points3d.astype(np.float64)

@@ -58,6 +58,9 @@ def test_eval_align_schema_and_gaze_reference(every_eye_open: dict) -> None:
     assert res["gaze_paste"] == "eye"
     assert res["gaze_min_aspect"] == 0.0
     assert res["gaze_tone"] == "match"
+    assert res["enroll_frames"] == 1
+    assert "cyclegan+camera_eye" in res["regions"]["left_eye"]  # the committed eyes read surfaces
+    assert "cyclegan+camera_eye" not in res["regions"]["lower_face"]
     assert "its tone matched to the truth's (--gaze-tone)" in markdown_table(res)
     assert "saw each crop's eye in the true face" in markdown_table(res)
     assert "true eye is open (eye aspect ratio >= 0, --gaze-min-aspect)" in markdown_table(res)
@@ -324,3 +327,31 @@ def test_gaze_probe_points_are_moved_back_onto_the_face(demo_frames: list[np.nda
     # copies scaled by up to 4 % would put the points several px off if not moved back
     assert np.abs(mean - one).mean() < 1.0
     assert GazeProbe(4).points(np.zeros((64, 64, 3), np.uint8)) is None
+
+
+def test_enrollment_frames_add_other_frames_of_the_wearer_never_the_sample_own(
+        tiny_build: Path) -> None:
+    from revavatar.core.canonical import CanonicalLayout
+    from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex
+    from revavatar.learning.eval_align import enrollment_frames
+
+    index = VRFaceIndex(tiny_build)
+    entries = index.samples("test")
+    one, many = enrollment_frames(index, "test", 1), enrollment_frames(index, "test", 8)
+    pool = {e["reference"] for e in entries}
+    for e in entries:
+        assert one(e) == [e["reference"]]
+        refs = many(e)
+        assert refs[0] == e["reference"] and len(set(refs)) == len(refs) <= 8
+        assert set(refs) <= pool
+        own = (e["source"]["file"], e["source"]["frame"])
+        assert all((x["reference_source"]["file"], x["reference_source"]["frame"]) != own
+                   for x in entries if x["reference"] in refs)
+    assert max(len(many(e)) for e in entries) > 1  # the clip has more frames of the wearer
+    with pytest.raises(ValueError, match="at least 1 frame"):
+        enrollment_frames(index, "test", 0)
+    e = next(x for x in entries if len(many(x)) > 1)
+    surfaces = ReferenceSurfaces(CanonicalLayout(index.layout_size))
+    single, mean = surfaces.depth(e["reference"]), surfaces.depth(many(e))
+    assert np.array_equal(surfaces.depth([e["reference"]]), single)
+    assert np.isfinite(mean).all() and not np.array_equal(mean, single)

@@ -123,7 +123,8 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
     else:
         frames = list(video_frames(_existing_file(args.video)))
         with create_detector(args.backend, static_image=False) as detector:
-            index, profile = pick_enrollment_frame(frames, detector, layout)
+            index, profile = pick_enrollment_frame(frames, detector, layout,
+                                                   shape_frames=args.shape_frames)
         print(f"picked frame {index} of {args.video}")
     profile.save(Path(args.out))
     print(f"enrolled profile written to {args.out} (owner-only files)")
@@ -224,6 +225,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="profile directory to write")
     p.add_argument("--backend", default="mediapipe", help="landmark backend")
     p.add_argument("--size", type=int, default=256, choices=(256, 512), help="canonical size")
+    p.add_argument("--shape-frames", type=int, default=8,
+                   help="with --video: the face's 3D shape is the mean of this many of the best "
+                        "frames (default %(default)d; 1 = the picked frame's alone)")
     p.set_defaults(func=_cmd_enroll)
 
     p = sub.add_parser("vrface", help="VR-Face simulator")

@@ -217,8 +217,10 @@ class ReferenceSurfaces:
     A VR-Face sample's ``reference`` is an aligned frame of the same person, the DP the product
     would enroll; its Face Mesh lifted to a mesh, as enrollment does, gives the face surface
     (:class:`revavatar.core.alignment.SurfaceAligner`), with the selfie's head turn taken out
-    (:func:`revavatar.vrface.renderer.enrolled_depth`). One detection per reference image, one
-    remap grid per (reference, region).
+    (:func:`revavatar.vrface.renderer.enrolled_depth`). Several references (a sequence of paths)
+    give the mean shape of their meshes (:func:`revavatar.vrface.mesh.mean_shape`), as an
+    enrollment from several frames does. One detection per reference image, one remap grid per
+    (references, region).
 
     Args:
         layout: canonical layout of the build.
@@ -227,32 +229,46 @@ class ReferenceSurfaces:
 
     def __init__(self, layout: Any, detector: Any = None) -> None:
         self.layout, self._det = layout, detector
-        self._depth: dict[str, np.ndarray | None] = {}
-        self._grids: dict[tuple[str, str], Any] = {}
+        self._mesh: dict[str, Any] = {}
+        self._depth: dict[tuple[str, ...], np.ndarray | None] = {}
+        self._grids: dict[tuple[tuple[str, ...], str], Any] = {}
 
-    def depth(self, reference: str) -> np.ndarray | None:
-        """Canonical depth map (mm) of the reference's face, or None when no face is found."""
-        if reference not in self._depth:
+    def _face(self, reference: str) -> Any:
+        """The reference's mesh (:class:`revavatar.vrface.mesh.FaceMesh`), None without a face."""
+        if reference not in self._mesh:
             from revavatar.vrface.mesh import FaceMesh  # noqa: PLC0415
-            from revavatar.vrface.renderer import enrolled_depth  # noqa: PLC0415
 
             if self._det is None:
                 from revavatar.core.landmarks import create_detector  # noqa: PLC0415
 
                 self._det = create_detector("mediapipe", static_image=True)
             lm = self._det.detect(read_image(reference))
-            self._depth[reference] = None if lm is None else enrolled_depth(
-                FaceMesh.from_landmarks(lm, self.layout), self.layout)
-        return self._depth[reference]
+            self._mesh[reference] = None if lm is None else FaceMesh.from_landmarks(lm,
+                                                                                    self.layout)
+        return self._mesh[reference]
 
-    def __call__(self, reference: str, camera: Any, region: str) -> Any:
-        """The SurfaceAligner of ``reference`` for ``region``'s camera, or None (no face)."""
+    def depth(self, reference: str | Sequence[str]) -> np.ndarray | None:
+        """Canonical depth map (mm) of the reference's face (of the mean shape of the references'
+        faces that have one), or None when none has a face."""
+        refs = (reference,) if isinstance(reference, str) else tuple(reference)
+        if refs not in self._depth:
+            from revavatar.vrface.mesh import mean_shape  # noqa: PLC0415
+            from revavatar.vrface.renderer import enrolled_depth  # noqa: PLC0415
+
+            faces = [m for m in (self._face(r) for r in refs) if m is not None]
+            shape = faces[0] if len(faces) == 1 else mean_shape(faces) if faces else None
+            self._depth[refs] = None if shape is None else enrolled_depth(shape, self.layout)
+        return self._depth[refs]
+
+    def __call__(self, reference: str | Sequence[str], camera: Any, region: str) -> Any:
+        """The SurfaceAligner of ``reference`` (one path, or several for their mean shape) for
+        ``region``'s camera, or None (no face)."""
         from revavatar.core.alignment import SurfaceAligner  # noqa: PLC0415
 
         depth = self.depth(reference)
         if depth is None:
             return None
-        key = (reference, region)
+        key = ((reference,) if isinstance(reference, str) else tuple(reference), region)
         if key not in self._grids:
             self._grids[key] = SurfaceAligner(camera, self.layout.region(region), self.layout,
                                               depth)

@@ -73,6 +73,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Final
 
 import cv2
@@ -82,11 +83,11 @@ from revavatar.core.canonical import EYE_SIDES, REGION_NAMES
 from revavatar.errors import InputError
 
 __all__ = ["GAZE_JITTER", "GAZE_PASTES", "GAZE_TONES", "IRIS_TURN", "METHODS", "PAIRED_FIGURES",
-           "TRUTH_PERTURBATIONS", "GazeProbe", "add_arguments", "evaluate", "follow_wearer",
-           "eye_aspect", "eye_is_open", "gaze_face", "iris_shifted", "iris_turn",
-           "markdown_table", "method_aligners", "paired_difference", "paste_into_face",
-           "perturbed_truth",
-           "resolve_data", "run_from_args", "spread_samples", "update_cards"]
+           "TRUTH_PERTURBATIONS", "GazeProbe", "add_arguments", "enrollment_frames", "evaluate",
+           "eye_aspect", "eye_is_open", "follow_wearer", "gaze_face", "iris_shifted",
+           "iris_turn", "markdown_table", "method_aligners", "paired_difference",
+           "paste_into_face", "perturbed_truth", "resolve_data", "run_from_args",
+           "spread_samples", "update_cards"]
 
 METHODS: Final = ("homography", "surface", "dp", "homography+dp", "autoencoder", "cyclegan",
                   "cyclegan+camera_eye")
@@ -281,6 +282,32 @@ def spread_samples(index: Any, split: str, views: tuple[str, ...] | None,
     return entries
 
 
+def enrollment_frames(index: Any, split: str,
+                      frames: int) -> Callable[[dict[str, Any]], list[str]]:
+    """Per sample, the reference images an enrollment of ``frames`` frames would have: the
+    sample's own reference first, then other reference frames of the same identity in ``split``
+    (never the sample's own source frame, whose mesh the truth was rendered from), in a fixed
+    order. The product enrolls the shape from several frames of a selfie clip
+    (:func:`revavatar.core.enrollment.enroll_video`, ``shape_frames``)."""
+    if frames < 1:
+        msg = f"an enrollment has at least 1 frame, got {frames}"
+        raise ValueError(msg)
+    pool: dict[str, dict[str, tuple[str, int]]] = {}
+    for e in index.samples(split):
+        src = e.get("reference_source") or {}
+        pool.setdefault(str(e.get("identity", "")), {})[e["reference"]] = (
+            str(src.get("file")), int(src.get("frame", -1)))
+
+    def refs(entry: dict[str, Any]) -> list[str]:
+        src = entry.get("source") or {}
+        own = (str(src.get("file")), int(src.get("frame", -1)))
+        others = [r for r, s in sorted(pool.get(str(entry.get("identity", "")), {}).items())
+                  if s != own and r != entry["reference"]]
+        return [entry["reference"], *others[:frames - 1]]
+
+    return refs
+
+
 def method_aligners(region: str, calibration: Any, models: Path, layout: Any) -> dict[str, Any]:
     """The compared aligners of ``region`` (homography baseline + each trained model found, and
     for an eye CycleGAN that reads a rectified view the same with the camera's eye,
@@ -426,7 +453,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
              split: str = "test", figure: Path | None = None,
              views: tuple[str, ...] | None = None, gaze_jitter: int = GAZE_JITTER,
              regions: tuple[str, ...] = REGION_NAMES, gaze_paste: str = "eye",
-             gaze_min_aspect: float | None = None, gaze_tone: str = "match") -> dict[str, Any]:
+             gaze_min_aspect: float | None = None, gaze_tone: str = "match",
+             enroll_frames: int = 1) -> dict[str, Any]:
     """Metrics per region and method (see the module docstring); optionally a qualitative PNG.
 
     ``views`` keeps only samples rendered from those VR-Face views (e.g. ``("front",)``);
@@ -434,7 +462,9 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     regions to evaluate (canonical order); ``gaze_paste``: one of :data:`GAZE_PASTES`;
     ``gaze_min_aspect``: the true eye's aspect ratio from which it counts as open (default
     :data:`revavatar.core.gaze.OPEN_EYE_MIN_ASPECT`; 0 counts every eye as open);
-    ``gaze_tone``: one of :data:`GAZE_TONES`.
+    ``gaze_tone``: one of :data:`GAZE_TONES`; ``enroll_frames``: the enrolled shape (the
+    ``surface`` row, and the surface input of learned aligners) is the mean of that many frames
+    of the wearer (:func:`enrollment_frames`), the DP crop stays the sample's reference.
     """
     import torch  # noqa: PLC0415
 
@@ -460,6 +490,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     torch.set_num_threads(2)
     index = VRFaceIndex(data)
     entries = spread_samples(index, split, views, limit)
+    enrolled = enrollment_frames(index, split, enroll_frames)
     layout = CanonicalLayout(index.layout_size)
     lp = load_lpips("alex", allow_fetch=False)
     gazer = GazeProbe(gaze_jitter)
@@ -467,7 +498,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     rng = np.random.default_rng(0)
     result: dict[str, Any] = {"regions": {}, "gaze_reference": {}, "paired": {},
                               "gaze_probe_copies": len(gazer.moves), "gaze_paste": gaze_paste,
-                              "gaze_min_aspect": min_aspect, "gaze_tone": gaze_tone}
+                              "gaze_min_aspect": min_aspect, "gaze_tone": gaze_tone,
+                              "enroll_frames": enroll_frames}
     rows: dict[str, list[list[np.ndarray]]] = {}
     calibration = index.calibration()
     identity = {k: str(e.get("identity", "")) for k, e in enumerate(entries)}  # for `paired`
@@ -512,7 +544,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
             if got is not None:
                 floor[IRIS_TURN].append(angular_error_deg(got, ref))
                 turned.append(turn[1])
-            surface = surfaces(e["reference"], aligners["homography"].camera, region)
+            surface = surfaces(enrolled(e), aligners["homography"].camera, region)
             dp_face = read_image(e["reference"])
             follow_wearer(aligners, surface, dp_face, plane)
             per_sample = {**aligners, "surface": surface}
@@ -681,6 +713,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gaze-tone", default="match", choices=GAZE_TONES,
                         help="match: the probe sees each crop's eye in the truth's tone (a "
                              "monotone gray-level map, no pixel moved; default); raw: as aligned")
+    parser.add_argument("--enroll-frames", type=int, default=1,
+                        help="the wearer's enrolled shape is the mean of this many frames (the "
+                             "sample's reference and others of the same person; default 1)")
     parser.add_argument("--update-cards", action="store_true",
                         help="write each trained model's figures into its card (card.json, "
                              "README.md)")
@@ -696,7 +731,8 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
                    regions=getattr(args, "region", REGION_NAMES),
                    gaze_paste=getattr(args, "gaze_paste", "eye"),
                    gaze_min_aspect=getattr(args, "gaze_min_aspect", None),
-                   gaze_tone=getattr(args, "gaze_tone", "match"))
+                   gaze_tone=getattr(args, "gaze_tone", "match"),
+                   enroll_frames=getattr(args, "enroll_frames", 1))
     text = json.dumps(res, indent=1)
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
@@ -721,6 +757,8 @@ def _command(args: argparse.Namespace) -> str:
     flags += [f"--gaze-min-aspect {aspect:g}"] if aspect is not None else []
     tone = getattr(args, "gaze_tone", "match")
     flags += [f"--gaze-tone {tone}"] if tone != "match" else []
+    frames = getattr(args, "enroll_frames", 1)
+    flags += [f"--enroll-frames {frames}"] if frames != 1 else []
     regions = tuple(getattr(args, "region", REGION_NAMES))
     flags += [f"--region {','.join(regions)}"] if regions != REGION_NAMES else []
     return f"revavatar eval align {' '.join(flags)} ({args.split} split)"
@@ -741,7 +779,8 @@ def update_cards(result: dict[str, Any], models: Path, command: str) -> list[Pat
             card["metrics"] = {"eval": command, "step": card.get("steps"), **methods[method]}
             if methods[method].get("gaze_error_deg"):
                 card["metrics"].update({k: result[k] for k in ("gaze_probe_copies", "gaze_paste",
-                                                               "gaze_min_aspect", "gaze_tone")
+                                                               "gaze_min_aspect", "gaze_tone",
+                                                               "enroll_frames")
                                        if k in result})
             (d / "card.json").write_text(json.dumps(card, indent=1))
             written.append(write_card(d))
