@@ -427,6 +427,11 @@ def test_train_align_refuses_a_blend_without_reference_and_an_origin_past_the_en
         run_from_args(parser.parse_args([*face, "--no-blend-eye"]))
     with pytest.raises(ValueError, match="eye regions only"):
         run_from_args(parser.parse_args([*face, "--mirror-eyes"]))
+    with pytest.raises(ValueError, match="--enroll-frames 8"):  # a plane has no shape to average
+        run_from_args(parser.parse_args([*base, "--enroll-frames", "8"]))
+    with pytest.raises(ValueError, match="--enroll-frames 0"):
+        run_from_args(parser.parse_args([*base, "--input-mode", "surface", "--enroll-frames",
+                                         "0"]))
 
 
 def test_train_align_mirror_eyes_doubles_the_pairs_and_says_so(tmp_path):

@@ -251,6 +251,19 @@ def test_surface_input_follows_the_enrolled_face(tiny_build: Path) -> None:
         assert vs.shape == vf.shape and np.array_equal(ts, tf)
         diff = np.abs(vs.astype(float) - vf)
         assert 1.0 < diff.mean() < 60.0
+    # several frames of the wearer: the view rectified onto their mean shape
+    from revavatar.core.canonical import CanonicalLayout
+    from revavatar.learning.data import ReferenceSurfaces, enrollment_frames, read_image
+
+    mean = AlignmentPairs(tiny_build, "left_eye", "test", input_mode="surface", limit=2,
+                          enroll_frames=8)
+    refs = enrollment_frames(mean.index, "test", 8)(mean.entries[0])
+    assert len(refs) > 1
+    camera = mean.index.calibration().cameras["left_eye"]
+    want = ReferenceSurfaces(CanonicalLayout(mean.index.layout_size))(refs, camera, "left_eye")
+    view = read_image(mean.entries[0]["left_eye"], gray=True)
+    assert np.array_equal(mean.pair(0)[0], want.align(view))
+    assert not np.array_equal(mean.pair(0)[0], surf.pair(0)[0])
 
 
 def test_update_cards_writes_figures_and_a_new_export_drops_them(tmp_path: Path) -> None:
@@ -333,7 +346,7 @@ def test_enrollment_frames_add_other_frames_of_the_wearer_never_the_sample_own(
         tiny_build: Path) -> None:
     from revavatar.core.canonical import CanonicalLayout
     from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex
-    from revavatar.learning.eval_align import enrollment_frames
+    from revavatar.learning.data import enrollment_frames
 
     index = VRFaceIndex(tiny_build)
     entries = index.samples("test")

@@ -479,7 +479,9 @@ def write_card(out: str | Path) -> Path:
         f"- Data: VR-Face build `{card.get('data')}`, train split "
         f"({card.get('train_samples')} samples"
         f"{': its own eye and the other eye mirrored' if card.get('mirror_eyes') else ''}), "
-        "identity-disjoint val/test.",
+        "identity-disjoint val/test"
+        + (f"; the enrolled surface is the mean shape of {card['enroll_frames']} frames of the "
+           "wearer" if int(card.get("enroll_frames") or 1) > 1 else "") + ".",
         f"- Training: {card.get('steps')} steps, batch {card.get('batch')}, Adam lr {c['lr']} "
         f"({_schedule(card)}), CPU {card.get('threads')} threads, "
         f"{'bf16 autocast' if c['bf16'] else 'fp32'}, wall time {card.get('wall_s')} s"
@@ -575,7 +577,8 @@ def make_job(args: Any, region: str, kind: str, data: Any,
     job = {"name": name, "data": data, "model": AlignmentModel(config, lpips=lpips),
            "ckpt": Checkpointer(Path(args.ckpt_root) / name), "start": 0, "wall": 0.0,
            "val": AlignmentPairs(args.data, region, "val", input_mode=args.input_mode, limit=32,
-                                 reference=config.reference, view_tone=config.view_tone)}
+                                 reference=config.reference, view_tone=config.view_tone,
+                                 enroll_frames=int(getattr(args, "enroll_frames", 1)))}
     if args.resume and job["ckpt"].latest() is not None:
         info = job["ckpt"].load(job["model"].trainable(), job["model"].optimizers())
         job["start"], job["wall"] = info["step"], float(info["extra"].get("wall_s", 0.0))
@@ -617,6 +620,8 @@ def save_job(args: Any, job: dict, step: int) -> None:
            + (" --ref-blend" if model.config.ref_blend else "")
            + (" --no-blend-eye" if not model.config.blend_eye else "")
            + (" --mirror-eyes" if getattr(args, "mirror_eyes", False) else "")
+           + (f" --enroll-frames {args.enroll_frames}"
+              if getattr(args, "enroll_frames", 1) != 1 else "")
            + (f" --view-tone {model.config.view_tone}" if model.config.view_tone != "camera"
               else "")
            + (f" --ngf {model.config.ngf}" if model.config.ngf != AlignModelConfig.ngf else "")
@@ -638,6 +643,7 @@ def save_job(args: Any, job: dict, step: int) -> None:
     export_aligner(model, Path(args.out) / job["name"], {
         "data": str(Path(args.data).resolve()), "train_samples": len(job["data"]),
         "mirror_eyes": bool(getattr(args, "mirror_eyes", False)),
+        "enroll_frames": int(getattr(args, "enroll_frames", 1)),
         "steps": step, "steps_planned": args.steps, "batch": args.batch,
         "lr_origin": int(getattr(args, "lr_origin", 0)),
         "wall_s": round(job["wall"], 1), "threads": args.threads, "seed": args.seed,

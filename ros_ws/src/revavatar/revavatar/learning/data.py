@@ -27,7 +27,7 @@ from revavatar.core.canonical import EYE_SIDES
 from revavatar.errors import InputError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 __all__ = [
     "INPUT_MODES",
@@ -37,6 +37,7 @@ __all__ = [
     "MirroredEyes",
     "ReferenceSurfaces",
     "VRFaceIndex",
+    "enrollment_frames",
     "focus_mask",
     "read_image",
     "to_image",
@@ -211,6 +212,32 @@ def to_image(tensor: torch.Tensor | np.ndarray) -> np.ndarray:
     return img[:, :, 0] if img.shape[2] == 1 else np.ascontiguousarray(img)
 
 
+def enrollment_frames(index: Any, split: str,
+                      frames: int) -> Callable[[dict[str, Any]], list[str]]:
+    """Per sample, the reference images an enrollment of ``frames`` frames would have: the
+    sample's own reference first, then other reference frames of the same identity in ``split``
+    (never the sample's own source frame, whose mesh the truth was rendered from), in a fixed
+    order. The product enrolls the shape from several frames of a selfie clip
+    (:func:`revavatar.core.enrollment.enroll_video`, ``shape_frames``)."""
+    if frames < 1:
+        msg = f"an enrollment has at least 1 frame, got {frames}"
+        raise ValueError(msg)
+    pool: dict[str, dict[str, tuple[str, int]]] = {}
+    for e in index.samples(split):
+        src = e.get("reference_source") or {}
+        pool.setdefault(str(e.get("identity", "")), {})[e["reference"]] = (
+            str(src.get("file")), int(src.get("frame", -1)))
+
+    def refs(entry: dict[str, Any]) -> list[str]:
+        src = entry.get("source") or {}
+        own = (str(src.get("file")), int(src.get("frame", -1)))
+        others = [r for r, s in sorted(pool.get(str(entry.get("identity", "")), {}).items())
+                  if s != own and r != entry["reference"]]
+        return [entry["reference"], *others[:frames - 1]]
+
+    return refs
+
+
 class ReferenceSurfaces:
     """Per sample, rectification onto the sample's enrollment face (``input_mode="surface"``).
 
@@ -250,7 +277,7 @@ class ReferenceSurfaces:
     def depth(self, reference: str | Sequence[str]) -> np.ndarray | None:
         """Canonical depth map (mm) of the reference's face (of the mean shape of the references'
         faces that have one), or None when none has a face."""
-        refs = (reference,) if isinstance(reference, str) else tuple(reference)
+        refs = _refs_key(reference)
         if refs not in self._depth:
             from revavatar.vrface.mesh import mean_shape  # noqa: PLC0415
             from revavatar.vrface.renderer import enrolled_depth  # noqa: PLC0415
@@ -268,11 +295,17 @@ class ReferenceSurfaces:
         depth = self.depth(reference)
         if depth is None:
             return None
-        key = ((reference,) if isinstance(reference, str) else tuple(reference), region)
+        key = (_refs_key(reference), region)
         if key not in self._grids:
             self._grids[key] = SurfaceAligner(camera, self.layout.region(region), self.layout,
                                               depth)
         return self._grids[key]
+
+
+def _refs_key(reference: str | Sequence[str]) -> tuple[str, ...]:
+    """Cache key of one reference or several (a mean shape does not depend on their order, so
+    the samples of one person that share their frames share one depth map and grid)."""
+    return (reference,) if isinstance(reference, str) else tuple(sorted(reference))
 
 
 def _stack(items: list[dict[str, Any]], reference: bool) -> dict[str, torch.Tensor]:
@@ -323,6 +356,8 @@ class AlignmentPairs(Dataset):
         reference: also yield the enrolled wearer's crop (see above).
         view_tone: the tone of ``view`` (:func:`revavatar.core.alignment.toned_view`; reference
             pairs), after the augmentation, as the product reads it.
+        enroll_frames: ``"surface"`` input: the enrolled shape is the mean of this many frames of
+            the wearer (:func:`enrollment_frames`), as an enrollment from a selfie clip gives.
 
     Raises:
         InputError: the build is missing or incomplete, or a file does not decode.
@@ -332,7 +367,8 @@ class AlignmentPairs(Dataset):
 
     def __init__(self, root: str | Path, region: str, split: str, augment: bool = False, *,
                  input_mode: str = "resize", cache: bool = False, limit: int | None = None,
-                 seed: int = 0, reference: bool = False, view_tone: str = "camera") -> None:
+                 seed: int = 0, reference: bool = False, view_tone: str = "camera",
+                 enroll_frames: int = 1) -> None:
         from revavatar.core.alignment import VIEW_TONES  # noqa: PLC0415
         from revavatar.core.canonical import REGION_NAMES, CanonicalLayout  # noqa: PLC0415
 
@@ -359,6 +395,8 @@ class AlignmentPairs(Dataset):
         if not self.entries:
             msg = f"{self.index.root}: no {split} samples"
             raise InputError(msg)
+        self.enroll_frames = int(enroll_frames)
+        self._enrolled = enrollment_frames(self.index, split, self.enroll_frames)
         self.layout = CanonicalLayout(self.index.layout_size)
         self.crop_size = self.layout.region(region).crop_size
         self._eye = self.layout.eye_weight(region) if region in EYE_SIDES else None
@@ -383,25 +421,25 @@ class AlignmentPairs(Dataset):
         return HomographyAligner(self.index.calibration().cameras[self.region],
                                  self.layout.region(self.region), self.layout)
 
-    def _rectifier(self, reference: str | None) -> Any:
+    def _rectifier(self, entry: dict[str, Any]) -> Any:
         """The input's rectification for a sample (None: plain resize)."""
-        if self._surfaces is not None and reference is not None:
-            surface = self._surfaces(reference, self._aligner.camera, self.region)
+        if self._surfaces is not None and entry.get("reference") is not None:
+            surface = self._surfaces(self._enrolled(entry), self._aligner.camera, self.region)
             if surface is not None:
                 return surface
         return self._aligner
 
-    def prepare_view(self, frame: np.ndarray, reference: str | None = None) -> np.ndarray:
+    def prepare_view(self, frame: np.ndarray, entry: dict[str, Any] | None = None) -> np.ndarray:
         """Raw camera frame -> model input image at the crop size (per :attr:`input_mode`;
-        ``reference``: the sample's enrollment image, for ``"surface"``)."""
-        rect = self._rectifier(reference)
+        ``entry``: the sample, whose enrollment ``"surface"`` rectifies onto)."""
+        rect = self._rectifier(entry or {})
         if rect is not None:
             return rect.align(frame)
         return cv2.resize(frame, self.crop_size, interpolation=cv2.INTER_AREA)
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         e = self.entries[i]
-        view = self.prepare_view(read_image(e[self.region], gray=self.gray), e.get("reference"))
+        view = self.prepare_view(read_image(e[self.region], gray=self.gray), e)
         target = read_image(e[f"gt_{self.region}"], gray=self.gray)
         if target.shape[1::-1] != self.crop_size:
             target = cv2.resize(target, self.crop_size, interpolation=cv2.INTER_AREA)
@@ -409,7 +447,7 @@ class AlignmentPairs(Dataset):
         if self.reference:
             from revavatar.core.alignment import enrollment_input  # noqa: PLC0415
 
-            seen = self._rectifier(e.get("reference")).valid_mask
+            seen = self._rectifier(e).valid_mask
             view, ref = enrollment_input(view, seen, read_image(e["reference"]), self.layout,
                                          self.region)
         return view, target, ref
@@ -490,9 +528,9 @@ class MirroredEyes(Dataset):
 
     def __init__(self, own: AlignmentPairs, other: AlignmentPairs) -> None:
         if {own.region, other.region} != set(EYE_SIDES) or (
-                own.crop_size, own.channels, own.reference, own.input_mode, own.view_tone) != (
-                other.crop_size, other.channels, other.reference, other.input_mode,
-                other.view_tone):
+                own.crop_size, own.channels, own.reference, own.input_mode, own.view_tone,
+                own.enroll_frames) != (other.crop_size, other.channels, other.reference,
+                                       other.input_mode, other.view_tone, other.enroll_frames):
             msg = ("MirroredEyes takes the two eyes' pairs built alike, got "
                    f"{own.region} and {other.region}")
             raise ValueError(msg)

@@ -73,7 +73,6 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, Final
 
 import cv2
@@ -83,7 +82,7 @@ from revavatar.core.canonical import EYE_SIDES, REGION_NAMES
 from revavatar.errors import InputError
 
 __all__ = ["GAZE_JITTER", "GAZE_PASTES", "GAZE_TONES", "IRIS_TURN", "METHODS", "PAIRED_FIGURES",
-           "TRUTH_PERTURBATIONS", "GazeProbe", "add_arguments", "enrollment_frames", "evaluate",
+           "TRUTH_PERTURBATIONS", "GazeProbe", "add_arguments", "evaluate",
            "eye_aspect", "eye_is_open", "follow_wearer", "gaze_face", "iris_shifted",
            "iris_turn", "markdown_table", "method_aligners", "paired_difference",
            "paste_into_face", "perturbed_truth", "resolve_data", "run_from_args",
@@ -282,32 +281,6 @@ def spread_samples(index: Any, split: str, views: tuple[str, ...] | None,
     return entries
 
 
-def enrollment_frames(index: Any, split: str,
-                      frames: int) -> Callable[[dict[str, Any]], list[str]]:
-    """Per sample, the reference images an enrollment of ``frames`` frames would have: the
-    sample's own reference first, then other reference frames of the same identity in ``split``
-    (never the sample's own source frame, whose mesh the truth was rendered from), in a fixed
-    order. The product enrolls the shape from several frames of a selfie clip
-    (:func:`revavatar.core.enrollment.enroll_video`, ``shape_frames``)."""
-    if frames < 1:
-        msg = f"an enrollment has at least 1 frame, got {frames}"
-        raise ValueError(msg)
-    pool: dict[str, dict[str, tuple[str, int]]] = {}
-    for e in index.samples(split):
-        src = e.get("reference_source") or {}
-        pool.setdefault(str(e.get("identity", "")), {})[e["reference"]] = (
-            str(src.get("file")), int(src.get("frame", -1)))
-
-    def refs(entry: dict[str, Any]) -> list[str]:
-        src = entry.get("source") or {}
-        own = (str(src.get("file")), int(src.get("frame", -1)))
-        others = [r for r, s in sorted(pool.get(str(entry.get("identity", "")), {}).items())
-                  if s != own and r != entry["reference"]]
-        return [entry["reference"], *others[:frames - 1]]
-
-    return refs
-
-
 def method_aligners(region: str, calibration: Any, models: Path, layout: Any) -> dict[str, Any]:
     """The compared aligners of ``region`` (homography baseline + each trained model found, and
     for an eye CycleGAN that reads a rectified view the same with the camera's eye,
@@ -464,7 +437,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     :data:`revavatar.core.gaze.OPEN_EYE_MIN_ASPECT`; 0 counts every eye as open);
     ``gaze_tone``: one of :data:`GAZE_TONES`; ``enroll_frames``: the enrolled shape (the
     ``surface`` row, and the surface input of learned aligners) is the mean of that many frames
-    of the wearer (:func:`enrollment_frames`), the DP crop stays the sample's reference.
+    of the wearer (:func:`revavatar.learning.data.enrollment_frames`), the DP crop stays the sample's reference.
     """
     import torch  # noqa: PLC0415
 
@@ -472,7 +445,12 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     from revavatar.core.canonical import CanonicalLayout  # noqa: PLC0415
     from revavatar.core.gaze import OPEN_EYE_MIN_ASPECT, angular_error_deg  # noqa: PLC0415
     from revavatar.core.metrics import psnr, ssim  # noqa: PLC0415
-    from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex, read_image  # noqa: PLC0415
+    from revavatar.learning.data import (  # noqa: PLC0415
+        ReferenceSurfaces,
+        VRFaceIndex,
+        enrollment_frames,
+        read_image,
+    )
     from revavatar.learning.lpips import image_to_tensor  # noqa: PLC0415
     from revavatar.learning.lpips_weights import load_lpips  # noqa: PLC0415
     from revavatar.learning.trainer import progress  # noqa: PLC0415

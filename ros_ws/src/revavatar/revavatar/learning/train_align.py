@@ -52,7 +52,8 @@ def train_pairs(args: argparse.Namespace, region: str) -> AlignmentPairs | Mirro
         return AlignmentPairs(args.data, name, "train", augment=True, cache=True,
                               input_mode=args.input_mode, seed=args.seed,
                               reference=args.reference,
-                              view_tone=getattr(args, "view_tone", "camera"))
+                              view_tone=getattr(args, "view_tone", "camera"),
+                              enroll_frames=getattr(args, "enroll_frames", 1))
 
     if not getattr(args, "mirror_eyes", False):
         return pairs(region)
@@ -117,6 +118,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mirror-eyes", action="store_true",
                         help="an eye also trains on the other eye's pairs mirrored left to right "
                              "(a symmetric headset; learning.data.MirroredEyes)")
+    parser.add_argument("--enroll-frames", type=int, default=1,
+                        help="surface input: the wearer's enrolled shape is the mean of this many "
+                             "frames (the sample's reference and others of the same person; "
+                             "default 1)")
     parser.add_argument("--view-tone", default="camera", choices=VIEW_TONES,
                         help="with --reference: the tone the generators read the camera view in: "
                              "the camera's (default) or the enrollment crop's (enrollment: a "
@@ -146,6 +151,11 @@ def run_from_args(args: argparse.Namespace) -> list[Path]:
                                                  or "lower_face" in args.region):
         msg = "--no-blend-eye keeps the reference blend off the eyes: use it with --ref-blend " \
               "on the eye regions only"
+        raise ValueError(msg)
+    if getattr(args, "enroll_frames", 1) != 1 and (args.enroll_frames < 1
+                                                   or args.input_mode != "surface"):
+        msg = (f"--enroll-frames {args.enroll_frames}: the mean shape of 1 or more frames is "
+               "the enrolled surface of --input-mode surface")
         raise ValueError(msg)
     if getattr(args, "mirror_eyes", False) and "lower_face" in args.region:
         msg = "--mirror-eyes mirrors one eye into the other: use it with the eye regions only"
