@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/align_gaze_floor.py [--data /tmp/vrface_hf8k] [--limit 60]
        [--models models] [--json OUT] [--figure PNG] [--gaze-jitter N] [--gaze-paste eye|crop]
-       [--gaze-min-aspect A] [--gaze-tone match|raw]
+       [--gaze-min-aspect A] [--gaze-tone match|raw] [--enroll-frames N]
 
 A VR-Face sample is a render of the source frame's own face mesh, so the exact inverse of its
 camera geometry is known: :class:`revavatar.core.alignment.SurfaceAligner` on that mesh's
@@ -62,7 +62,7 @@ from revavatar.core.alignment import SurfaceAligner, enrollment_input
 from revavatar.core.canonical import EYE_SIDES, CanonicalLayout
 from revavatar.core.composite import eye_over
 from revavatar.core.gaze import OPEN_EYE_MIN_ASPECT, angular_error_deg
-from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex, read_image
+from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex, enrollment_frames, read_image
 from revavatar.learning.eval_align import (
     GAZE_JITTER,
     GAZE_PASTES,
@@ -116,11 +116,13 @@ def _fill(crop: np.ndarray, valid: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER,
-            gaze_paste: str = "eye", gaze_tone: str = "match") -> list[dict]:
+            gaze_paste: str = "eye", gaze_tone: str = "match",
+            enroll_frames: int = 1) -> list[dict]:
     """One record per sample and eye the probe could read: its camera's effects, the head pose
     and each row's gaze error (deg); the probe averages ``gaze_jitter`` copies (GazeProbe) and
     sees each crop's ``gaze_paste`` in ``gaze_tone`` (eval align's ``--gaze-paste``,
-    ``--gaze-tone``)."""
+    ``--gaze-tone``); the enrolled surface is the mean shape of ``enroll_frames`` frames (eval
+    align's ``--enroll-frames``)."""
     index = VRFaceIndex(data)
     layout = CanonicalLayout(index.layout_size)
     files = {s.rel: s for s in scan_sources(_source_folder(index))}
@@ -128,6 +130,7 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
     cache = LandmarkCache(Path(config.get("cache_dir") or index.root / "cache"),
                           config.get("backend", "mediapipe"))
     entries = spread_samples(index, "test", ("front",), limit)
+    enrolled = enrollment_frames(index, "test", enroll_frames)
     calibration = index.calibration()
     aligners = {r: method_aligners(r, calibration, models, layout) for r in EYE_SIDES}
     planes = {a: getattr(a, "rectifier", None) for r in EYE_SIDES for a in aligners[r].values()}
@@ -148,7 +151,7 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
         depth, _ = render_depth_orthographic(mesh, layout)
         clean = renderer.render(frame, mesh, view="front")
         face, dp_face = read_image(e["gt"]), read_image(e["reference"])
-        dp_depth = surfaces.depth(e["reference"])
+        dp_depth = surfaces.depth(enrolled(e))
         for region, side in EYE_SIDES.items():
             box = layout.region(region).box_px
             gt = read_image(e[f"gt_{region}"], gray=True)
@@ -164,12 +167,12 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
                 crops[f"exact_{name}"] = c
                 crops[f"exact_{name}_fill"] = _fill(c, exact.valid_mask, gt)
             if dp_depth is not None:
-                crops["dp_surface_view"] = surfaces(e["reference"], exact.camera,
+                crops["dp_surface_view"] = surfaces(enrolled(e), exact.camera,
                                                     region).align(view)  # as the aligner runs
                 pure = SurfaceAligner(exact.camera, exact.region, layout, dp_depth,
                                       plane_fallback=False)
                 crops["dp_surface_view_fill"] = _fill(pure.align(view), pure.valid_mask, gt)
-            follow_wearer(aligners[region], surfaces(e["reference"], exact.camera, region),
+            follow_wearer(aligners[region], surfaces(enrolled(e), exact.camera, region),
                           dp_face, planes)
             crops.update({m: a.align(view) for m, a in aligners[region].items()})
             plane = aligners[region]["homography"]
@@ -294,9 +297,11 @@ def main() -> None:
                          "--gaze-min-aspect; 0 = every eye)")
     ap.add_argument("--gaze-tone", default="match", choices=GAZE_TONES,
                     help="the crop's tone as the probe sees it (eval align --gaze-tone)")
+    ap.add_argument("--enroll-frames", type=int, default=1,
+                    help="the enrolled surface's frames (eval align --enroll-frames)")
     args = ap.parse_args()
     measured = measure(args.data, args.models, args.limit, args.gaze_jitter, args.gaze_paste,
-                       args.gaze_tone)
+                       args.gaze_tone, args.enroll_frames)
     samples = [s for s in measured if is_open(s, args.gaze_min_aspect)]
     shut = [s for s in measured if not is_open(s, args.gaze_min_aspect)]
     print(f"open true eyes (aspect >= {args.gaze_min_aspect:g}): {len(samples)}, shut: {len(shut)}")
@@ -318,7 +323,7 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         record = {"gaze_paste": args.gaze_paste, "gaze_min_aspect": args.gaze_min_aspect,
-                  "gaze_tone": args.gaze_tone,
+                  "gaze_tone": args.gaze_tone, "enroll_frames": args.enroll_frames,
                   "samples": measured, "breakdown": split}
         args.json.write_text(json.dumps(record, indent=1) + "\n")
 

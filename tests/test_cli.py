@@ -59,3 +59,11 @@ def test_no_face_in_dp(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     code, err = _run(capsys, "enroll", "--image", str(blank), "--out", str(tmp_path / "p"))
     assert code == 2 and "no face" in err and "wall.png" in err
     assert not (tmp_path / "p").exists()
+
+
+def test_enroll_refuses_a_shape_from_no_frames(capsys, tmp_path):
+    with pytest.raises(SystemExit) as err:
+        main(["enroll", "--video", str(tmp_path / "c.mp4"), "--out", str(tmp_path / "p"),
+              "--shape-frames", "0"])
+    assert err.value.code == 2
+    assert "expected an integer >= 1, got '0'" in capsys.readouterr().err

@@ -26,6 +26,18 @@ def _existing_file(value: str) -> Path:
     return path
 
 
+def _positive_int(value: str) -> int:
+    """argparse type: an integer of at least 1 (a bad value is a usage error, not a crash)."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        msg = f"expected an integer >= 1, got {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return n
+
+
 def _cmd_fetch_demo(_: argparse.Namespace) -> int:
     from revavatar.assets import fetch_demo_video
 
@@ -109,7 +121,7 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
 
     from revavatar.capture import video_frames
     from revavatar.core.canonical import CanonicalLayout
-    from revavatar.core.enrollment import enroll_image, pick_enrollment_frame
+    from revavatar.core.enrollment import SHAPE_FRAMES, enroll_image, pick_enrollment_frame
     from revavatar.core.landmarks import create_detector
 
     layout = CanonicalLayout(args.size)
@@ -123,8 +135,9 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
     else:
         frames = list(video_frames(_existing_file(args.video)))
         with create_detector(args.backend, static_image=False) as detector:
-            index, profile = pick_enrollment_frame(frames, detector, layout,
-                                                   shape_frames=args.shape_frames)
+            index, profile = pick_enrollment_frame(
+                frames, detector, layout,
+                shape_frames=SHAPE_FRAMES if args.shape_frames is None else args.shape_frames)
         print(f"picked frame {index} of {args.video}")
     profile.save(Path(args.out))
     print(f"enrolled profile written to {args.out} (owner-only files)")
@@ -225,9 +238,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="profile directory to write")
     p.add_argument("--backend", default="mediapipe", help="landmark backend")
     p.add_argument("--size", type=int, default=256, choices=(256, 512), help="canonical size")
-    p.add_argument("--shape-frames", type=int, default=8,
+    p.add_argument("--shape-frames", type=_positive_int, default=None,
                    help="with --video: the face's 3D shape is the mean of this many of the best "
-                        "frames (default %(default)d; 1 = the picked frame's alone)")
+                        "frames (default core.enrollment.SHAPE_FRAMES; 1 = the picked frame's "
+                        "alone)")
     p.set_defaults(func=_cmd_enroll)
 
     p = sub.add_parser("vrface", help="VR-Face simulator")

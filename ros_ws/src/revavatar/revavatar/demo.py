@@ -23,7 +23,7 @@ from revavatar.bag import SessionWriter
 from revavatar.capture import video_frames
 from revavatar.core.calibration import CAMERA_NAMES, HeadsetCalibration, load_calibration
 from revavatar.core.canonical import CanonicalLayout
-from revavatar.core.enrollment import pick_enrollment_frame
+from revavatar.core.enrollment import SHAPE_FRAMES, pick_enrollment_frame
 from revavatar.core.landmarks import FaceLandmarks, create_detector
 from revavatar.core.messages import array_to_image
 from revavatar.errors import InputError
@@ -168,7 +168,8 @@ def run_demo(config: DemoConfig) -> dict:
     profile_dir = out / "profile"
     enroll_frames = frames[n_session:]
     with create_detector("mediapipe", static_image=True) as detector:
-        dp_index, profile = pick_enrollment_frame(enroll_frames, detector, layout)
+        dp_index, profile = pick_enrollment_frame(enroll_frames, detector, layout,
+                                                  shape_frames=SHAPE_FRAMES)
     profile.save(profile_dir)
 
     staging = out / ".session_in"

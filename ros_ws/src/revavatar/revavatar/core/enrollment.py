@@ -30,6 +30,7 @@ from revavatar.errors import EnrollmentError, InputError, NoFaceError, RevAvatar
 
 __all__ = [
     "PROFILE_FILES",
+    "SHAPE_FRAMES",
     "Profile",
     "QualityChecks",
     "QualityReport",
@@ -39,6 +40,8 @@ __all__ = [
     "pick_enrollment_frame",
 ]
 
+#: frames a clip's enrollment takes the face's 3D shape from (:func:`pick_enrollment_frame`)
+SHAPE_FRAMES: Final = 8
 PROFILE_FILES: Final = ("dp.png", "landmarks.npz", "mesh.npy", "profile.json")
 _FORMAT: Final = "revavatar-profile"
 _VERSION: Final = 1

@@ -63,8 +63,8 @@ class OnnxAligner:
         dp: the enrolled wearer's aligned DP, uint8 BGR at ``layout`` (``reference`` models).
         eye_from: where an eye crop's eye opening comes from, one of
             :data:`~revavatar.core.alignment.EYE_SOURCES`: the network (default) or the
-            rectified camera view in the network's tone (:func:`~revavatar.core.alignment.camera_eye`;
-            eye regions with a rectifying input).
+            rectified camera view in the network's tone
+            (:func:`~revavatar.core.alignment.camera_eye`; eye regions with a rectifying input).
 
     Attributes:
         method: ``"cyclegan"`` or ``"autoencoder"`` (from the card).

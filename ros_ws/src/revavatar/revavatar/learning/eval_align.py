@@ -11,6 +11,11 @@ the camera at all; ``homography+dp`` is the baseline's crop with what its camera
 (outside the calibrated view, the headset's housing) filled from that crop, in camera tone
 (:func:`revavatar.core.alignment.enrollment_input`), which is also the first input of learned
 aligners conditioned on the enrolled wearer (``reference`` models), who get the same reference.
+``cyclegan+camera_eye`` is the eye CycleGAN with its eye opening taken from the rectified camera
+view in the network's tone (:func:`revavatar.core.alignment.camera_eye`; the graph's aligner of
+that name). ``enroll_frames`` > 1 enrolls the wearer's shape from that many frames (the mean
+shape the ``surface`` row and the learned aligners' surface input rectify onto); the DP crop is
+the sample's reference either way.
 
 ``opening_psnr`` (eye regions) is the PSNR over the eye opening only (the sample's lid landmarks,
 :func:`revavatar.learning.data.focus_mask`): the few hundred pixels that show where the eye looks,
@@ -437,7 +442,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     :data:`revavatar.core.gaze.OPEN_EYE_MIN_ASPECT`; 0 counts every eye as open);
     ``gaze_tone``: one of :data:`GAZE_TONES`; ``enroll_frames``: the enrolled shape (the
     ``surface`` row, and the surface input of learned aligners) is the mean of that many frames
-    of the wearer (:func:`revavatar.learning.data.enrollment_frames`), the DP crop stays the sample's reference.
+    of the wearer (:func:`revavatar.learning.data.enrollment_frames`), the DP crop stays the
+    sample's reference.
     """
     import torch  # noqa: PLC0415
 
