@@ -312,6 +312,7 @@ def test_alignment_nodes_read_the_profile_only_when_their_aligner_needs_it(
     assert learned.aligner.eye_from == "network"
     hybrid = STAGES["alignment"]("align_left_eye", {**base, "method": "cyclegan+camera_eye"})
     assert hybrid.aligner.eye_from == "camera"  # the same model, the camera's eye opening
+    assert hybrid.method == "cyclegan+camera_eye"
     monkeypatch.setenv("REVAVATAR_MODELS", str(_tiny_aligner(tmp_path / "surf", "surface")))
     with pytest.raises(InputError, match="profile"):
         STAGES["alignment"]("align_left_eye", {**base, "method": "cyclegan"})

@@ -200,6 +200,9 @@ def test_markdown_table_bolds_best_per_region() -> None:
     assert "| left_eye | gt_shift_1px | 1.20 | 3.00 | 5 |" in lines
     assert "| left_eye | gt_iris_1px (a 2.85-deg turn) | 1.70 | 3.00 | 5 |" in lines
     assert not any("gt_noise_2" in line for line in lines)  # nothing measured, no row
+    assert not any("enrolled from" in line for line in lines)  # one frame: nothing to say
+    assert "The wearer's shape was enrolled from 8 frames (--enroll-frames)" in markdown_table(
+        {**res, "enroll_frames": 8})
 
 
 def test_paired_difference_uses_shared_samples_and_the_better_direction() -> None:

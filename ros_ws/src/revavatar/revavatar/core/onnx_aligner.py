@@ -67,7 +67,8 @@ class OnnxAligner:
             (:func:`~revavatar.core.alignment.camera_eye`; eye regions with a rectifying input).
 
     Attributes:
-        method: ``"cyclegan"`` or ``"autoencoder"`` (from the card).
+        method: ``"cyclegan"`` or ``"autoencoder"`` (from the card), ``+camera_eye`` with
+            ``eye_from="camera"``.
         channels: 1 (gray crops from IR cameras) or 3 (BGR).
 
     Raises:
@@ -132,6 +133,8 @@ class OnnxAligner:
                    "camera's eye needs an eye region and a rectifying input")
             raise ValueError(msg)
         self.eye_from = eye_from
+        if eye_from == "camera":  # what the graph reports as its alignment method
+            self.method += "+camera_eye"
         #: the eye opening's weights, where the camera's eye goes (``eye_from="camera"``)
         self._camera_eye = self.layout.eye_weight(region) if eye_from == "camera" else None
         self.dp: np.ndarray | None = None

@@ -625,6 +625,9 @@ def markdown_table(result: dict[str, Any]) -> str:
         lines += ["", f"Gaze figures are over the samples whose true eye is open (eye aspect ratio "
                       f">= {result['gaze_min_aspect']:g}, --gaze-min-aspect); shut eyes have no "
                       "gaze and are scored apart."]
+    if int(result.get("enroll_frames") or 1) > 1:
+        lines += ["", f"The wearer's shape was enrolled from {result['enroll_frames']} frames "
+                      "(--enroll-frames); the DP crop is the sample's reference."]
     return "\n".join(lines + _paired_table(result.get("paired") or {})) + "\n"
 
 
