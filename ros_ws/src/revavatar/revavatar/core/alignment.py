@@ -376,11 +376,13 @@ def camera_eye(aligned: np.ndarray, rectified: np.ndarray, eye: np.ndarray) -> n
     the aligned crop's tone there (:func:`revavatar.core.composite.match_histogram`).
 
     Gaze lives in a few pixels of the opening, and a network that also reads the enrollment
-    carries some of the enrollment's gaze into them. On VR-Face (open eyes, tone-matched probe)
-    the CycleGAN eyes read 2.42 / 1.84 deg on test with their own eye and 1.59 / 1.72 with the
-    rectification onto the enrolled surface pasted in, at LPIPS -0.001 / +0.006; on val 2.14 /
-    1.61 against 1.83 / 1.64, at LPIPS +0.017 / +0.015 (reports/alignment.md). The network still
-    gives the tone, what the camera cannot see, and everything around the eye.
+    carries some of the enrollment's gaze into them, and its open eye over closed lids. On
+    VR-Face (open eyes, tone-matched probe, the wearer's shape from 8 frames) the committed
+    CycleGAN eyes read 2.24 / 1.63 deg on test with their own eye and 1.32 / 1.74 with the
+    camera's, at LPIPS -0.002 / +0.005, and shut eyes 3.5 / 5.6 against 2.2 / 2.4; on val 2.14 /
+    1.50 against 1.78 / 1.59, at LPIPS +0.015 / +0.014 (reports/alignment.md), so it is an
+    option, not the default. The network still gives the tone, what the camera cannot see, and
+    everything around the eye.
     """
     from revavatar.core.composite import eye_over, match_histogram  # noqa: PLC0415
 

@@ -425,7 +425,7 @@ def pick_enrollment_frame(
     anew in every frame, and with ``shape_frames`` > 1 the profile's mesh is the mean shape of
     the ``shape_frames`` best passing frames (``vrface.mesh.mean_shape``), which the ``surface``
     rectification and the learned aligners reading through it follow more closely (on VR-Face's
-    test eyes the ``surface`` gaze error falls from 1.59 / 1.75 to 1.31 / 1.64 deg with 8 frames,
+    test eyes the ``surface`` gaze error falls from 1.59 / 1.75 to 1.35 / 1.67 deg with 8 frames,
     reports/alignment.md).
 
     Args:
