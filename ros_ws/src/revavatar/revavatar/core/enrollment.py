@@ -9,11 +9,11 @@ A profile is biometric data: it is written owner-only (directory 0700, files 060
 
 from __future__ import annotations
 
+import heapq
 import io
 import json
 import math
 import os
-import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone

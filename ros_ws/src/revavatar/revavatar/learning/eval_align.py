@@ -142,12 +142,10 @@ def gaze_face(face: np.ndarray, crop: np.ndarray, gt: np.ndarray, box: tuple[int
     """The true face with ``crop`` pasted into ``box`` for the gaze probe: only its eye
     (``weight`` from ``CanonicalLayout.eye_weight``, over the truth crop ``gt``), or all of it
     (None); its tone first matched to the truth's there (``tone``, one of :data:`GAZE_TONES`)."""
+    from revavatar.core.composite import eye_over, match_histogram  # noqa: PLC0415
+
     if tone == "match":  # the eye's histogram, or the whole crop's
-        from revavatar.core.composite import match_histogram  # noqa: PLC0415
-
         crop = match_histogram(crop, gt, None if weight is None else weight > 0.0)
-    from revavatar.core.composite import eye_over  # noqa: PLC0415
-
     return paste_into_face(face, crop if weight is None else eye_over(crop, gt, weight), box)
 
 
