@@ -149,17 +149,24 @@ def test_a_wider_generator_starts_as_the_stored_one_and_recruits_its_new_width(t
         ck.load_weights(narrower.trainable())
 
 
-def _fine_tune(tmp_path, *flags: str):
-    """``train align`` on a toy build: 2 steps into ``a``, then steps 2 -> 4 into ``b`` (models
-    in ``m2``) from them with ``flags``. Returns (run_from_args, the arguments shared by both)."""
+def _train_cli(tmp_path):
+    """(parser of ``train align``, a toy build made under ``tmp_path``)."""
     import argparse
 
     from revavatar.learning.data import write_toy_build
-    from revavatar.learning.train_align import add_arguments, run_from_args
+    from revavatar.learning.train_align import add_arguments
 
-    toy = write_toy_build(tmp_path / "toy", samples=12)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
+    return parser, write_toy_build(tmp_path / "toy", samples=12)
+
+
+def _fine_tune(tmp_path, *flags: str):
+    """``train align`` on a toy build: 2 steps into ``a``, then steps 2 -> 4 into ``b`` (models
+    in ``m2``) from them with ``flags``. Returns (run_from_args, the arguments shared by both)."""
+    from revavatar.learning.train_align import run_from_args
+
+    parser, toy = _train_cli(tmp_path)
     base = ["--region", "left_eye", "--data", str(toy), "--batch", "2", "--ckpt-every", "2",
             "--no-progress", "--no-bf16"]
     run_from_args(parser.parse_args(
@@ -213,15 +220,11 @@ def test_focus_term_is_the_mean_error_on_the_mask(kind):
 
 
 def test_train_align_region_list_and_focus_flag(tmp_path):
-    import argparse
     import json
 
-    from revavatar.learning.data import write_toy_build
-    from revavatar.learning.train_align import add_arguments, run_from_args
+    from revavatar.learning.train_align import run_from_args
 
-    toy = write_toy_build(tmp_path / "toy", samples=12)
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    parser, toy = _train_cli(tmp_path)
     args = parser.parse_args(["--region", "right_eye,left_eye", "--data", str(toy), "--batch", "2",
                               "--steps", "1", "--no-progress", "--no-bf16", "--kind", "autoencoder",
                               "--lambda-focus", "3", "--ckpt-root", str(tmp_path / "c"),
@@ -435,15 +438,11 @@ def test_train_align_refuses_a_blend_without_reference_and_an_origin_past_the_en
 
 
 def test_train_align_mirror_eyes_doubles_the_pairs_and_says_so(tmp_path):
-    import argparse
     import json
 
-    from revavatar.learning.data import write_toy_build
-    from revavatar.learning.train_align import add_arguments, run_from_args
+    from revavatar.learning.train_align import run_from_args
 
-    toy = write_toy_build(tmp_path / "toy", samples=12)
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    parser, toy = _train_cli(tmp_path)
     args = parser.parse_args(["--region", "left_eye", "--data", str(toy), "--batch", "2",
                               "--steps", "1", "--no-progress", "--no-bf16", "--ngf", "8",
                               "--input-mode", "rectified", "--reference", "--ref-blend",

@@ -222,6 +222,8 @@ def enrollment_frames(index: Any, split: str,
     if frames < 1:
         msg = f"an enrollment has at least 1 frame, got {frames}"
         raise ValueError(msg)
+    if frames == 1:  # the sample's reference alone: no need to index the split
+        return lambda entry: [entry["reference"]]
     pool: dict[str, dict[str, tuple[str, int]]] = {}
     for e in index.samples(split):
         src = e.get("reference_source") or {}
