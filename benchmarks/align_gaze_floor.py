@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/align_gaze_floor.py [--data /tmp/vrface_hf8k] [--limit 60]
        [--models models] [--json OUT] [--figure PNG] [--gaze-jitter N] [--gaze-paste eye|crop]
-       [--gaze-min-aspect A] [--gaze-tone match|raw] [--enroll-frames N]
+       [--gaze-min-aspect A] [--gaze-tone match|raw] [--enroll-frames N] [--deocclusion]
 
 A VR-Face sample is a render of the source frame's own face mesh, so the exact inverse of its
 camera geometry is known: :class:`revavatar.core.alignment.SurfaceAligner` on that mesh's
@@ -59,8 +59,9 @@ import cv2
 import numpy as np
 
 from revavatar.core.alignment import SurfaceAligner, enrollment_input
-from revavatar.core.canonical import EYE_SIDES, CanonicalLayout
+from revavatar.core.canonical import EYE_SIDES
 from revavatar.core.composite import eye_over
+from revavatar.core.deocclusion import DEOCCLUSION_DIR, OnnxDeoccluder
 from revavatar.core.gaze import OPEN_EYE_MIN_ASPECT, angular_error_deg
 from revavatar.learning.data import ReferenceSurfaces, VRFaceIndex, enrollment_frames, read_image
 from revavatar.learning.eval_align import (
@@ -79,9 +80,8 @@ from revavatar.learning.eval_align import (
     spread_samples,
 )
 from revavatar.learning.trainer import progress
-from revavatar.vrface.builder import frame_truth
-from revavatar.vrface.renderer import HeadsetRenderer, render_depth_orthographic
-from revavatar.vrface.sources import LandmarkCache, SourceFile, iter_frames, scan_sources
+from revavatar.vrface.renderer import render_depth_orthographic
+from revavatar.vrface.replay import SampleReplay
 
 ROOT = Path(__file__).resolve().parents[1]
 #: |head yaw| bins (deg) of the breakdown
@@ -90,64 +90,40 @@ _YAW_BINS = ((0, 2), (2, 4), (4, 7), (7, 12), (12, 90))
 _BREAKDOWN_ROWS = ("exact_clean_fill", "exact_view_fill", "homography", "cyclegan")
 
 
-def _source_folder(index: VRFaceIndex) -> Path:
-    src = Path(index.meta["config"]["src"])
-    for cand in (src, ROOT / src, index.root / src):
-        if (cand / "MANIFEST.csv").is_file() or cand.is_dir():
-            return cand.resolve()
-    msg = f"source folder {src} of {index.root} not found"
-    raise SystemExit(msg)
-
-
-def _landmarks(cache: LandmarkCache, src: SourceFile, frame: int):  # noqa: ANN202
-    """The build's own detection of ``frame`` (cache keyed by file stat; else by file stem)."""
-    dets = cache.load(src)
-    if dets is None:  # the source was touched since the build: same name, same detections
-        hits = sorted(cache.dir.glob(f"{src.path.stem}-*.npz"))
-        if len(hits) != 1:
-            return None
-        dets = cache.load(src, hits[0])
-    k = np.nonzero(dets.frames == frame)[0] if dets is not None else []
-    return dets.landmarks(int(k[0])) if len(k) else None
-
-
 def _fill(crop: np.ndarray, valid: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.where(valid, crop, gt).astype(np.uint8)
 
 
 def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER,
             gaze_paste: str = "eye", gaze_tone: str = "match",
-            enroll_frames: int = 1) -> list[dict]:
+            enroll_frames: int = 1, deocclusion: bool = False) -> list[dict]:
     """One record per sample and eye the probe could read: its camera's effects, the head pose
     and each row's gaze error (deg); the probe averages ``gaze_jitter`` copies (GazeProbe) and
     sees each crop's ``gaze_paste`` in ``gaze_tone`` (eval align's ``--gaze-paste``,
     ``--gaze-tone``); the enrolled surface is the mean shape of ``enroll_frames`` frames (eval
-    align's ``--enroll-frames``)."""
+    align's ``--enroll-frames``); with ``deocclusion`` every row but the clean render reads the
+    eye frames through the de-occluder in ``models/deocclusion`` (eval align's
+    ``--deocclusion``)."""
+    clean_frame = OnnxDeoccluder(models / DEOCCLUSION_DIR) if deocclusion else None
     index = VRFaceIndex(data)
-    layout = CanonicalLayout(index.layout_size)
-    files = {s.rel: s for s in scan_sources(_source_folder(index))}
-    config = index.meta["config"]
-    cache = LandmarkCache(Path(config.get("cache_dir") or index.root / "cache"),
-                          config.get("backend", "mediapipe"))
+    replay = SampleReplay(index)
+    layout = replay.layout
     entries = spread_samples(index, "test", ("front",), limit)
     enrolled = enrollment_frames(index, "test", enroll_frames)
     calibration = index.calibration()
     aligners = {r: method_aligners(r, calibration, models, layout) for r in EYE_SIDES}
     planes = {a: getattr(a, "rectifier", None) for r in EYE_SIDES for a in aligners[r].values()}
-    renderer = HeadsetRenderer(calibration, layout)
-    head_fixed = bool(config.get("head_fixed", False))  # older builds: False
+    renderer = replay.renderer
     probe, rng = GazeProbe(gaze_jitter), np.random.default_rng(0)
     surfaces = ReferenceSurfaces(layout, probe.det)  # the enrollment faces, as eval align
     eyes = {r: layout.eye_weight(r) for r in EYE_SIDES}
     weights = {r: eyes[r] if gaze_paste == "eye" else None for r in EYE_SIDES}
     out: list[dict] = []
     for e in progress(len(entries), desc="gaze floor", unit="sample", iterable=entries):
-        src = files[e["source"]["file"]]
-        lm = _landmarks(cache, src, int(e["source"]["frame"]))
-        if lm is None:
+        got = replay.truth(e)
+        if got is None:
             continue
-        frame = next(iter_frames(src, [int(e["source"]["frame"])]))[1]
-        mesh = frame_truth(frame, lm, layout, head_fixed).mesh  # the mesh the build rendered
+        frame, mesh = got[0], got[1].mesh  # the mesh the build rendered
         depth, _ = render_depth_orthographic(mesh, layout)
         clean = renderer.render(frame, mesh, view="front")
         face, dp_face = read_image(e["gt"]), read_image(e["reference"])
@@ -159,6 +135,8 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
             if ref is None:
                 continue
             view = cv2.imread(e[region], cv2.IMREAD_UNCHANGED)
+            if clean_frame is not None:
+                view = clean_frame(view, region)
             exact = SurfaceAligner(renderer.camera("front", region), layout.region(region), layout,
                                    depth, plane_fallback=False)
             crops = {"gt_noise_2": perturbed_truth(gt, "gt_noise_2", rng)}
@@ -299,9 +277,12 @@ def main() -> None:
                     help="the crop's tone as the probe sees it (eval align --gaze-tone)")
     ap.add_argument("--enroll-frames", type=int, default=1,
                     help="the enrolled surface's frames (eval align --enroll-frames)")
+    ap.add_argument("--deocclusion", action="store_true",
+                    help="read the eye frames through the de-occluder (eval align "
+                         "--deocclusion)")
     args = ap.parse_args()
     measured = measure(args.data, args.models, args.limit, args.gaze_jitter, args.gaze_paste,
-                       args.gaze_tone, args.enroll_frames)
+                       args.gaze_tone, args.enroll_frames, args.deocclusion)
     samples = [s for s in measured if is_open(s, args.gaze_min_aspect)]
     shut = [s for s in measured if not is_open(s, args.gaze_min_aspect)]
     print(f"open true eyes (aspect >= {args.gaze_min_aspect:g}): {len(samples)}, shut: {len(shut)}")
@@ -324,6 +305,7 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         record = {"gaze_paste": args.gaze_paste, "gaze_min_aspect": args.gaze_min_aspect,
                   "gaze_tone": args.gaze_tone, "enroll_frames": args.enroll_frames,
+                  "deocclusion": args.deocclusion,
                   "samples": measured, "breakdown": split}
         args.json.write_text(json.dumps(record, indent=1) + "\n")
 

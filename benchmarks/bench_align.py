@@ -10,6 +10,10 @@ a camera-sized frame. Prints medians in ms, the torch/onnxruntime ratio, and the
 three regions (the per-frame cost of the headset's three crops). The CPU is shared with other
 jobs here, so figures are medians of ``--runs`` runs after 5 warm-up runs.
 
+With a trained de-occluder in ``--models`` (``deocclusion``, read by the ``deocclusion+``
+aligners in front of the eye cameras) it times that too on a camera frame, onnxruntime against
+torch eager, and what it adds per headset frame (both eyes).
+
 Models that read the enrolled wearer get a random DP face and, for ``surface`` input, a flat
 enrolled depth: the remap grid is made once per enrollment, so per frame the surface path costs
 what the plane path does, whatever the depth.
@@ -27,6 +31,7 @@ import torch
 
 from revavatar.core.calibration import load_calibration
 from revavatar.core.canonical import CanonicalLayout
+from revavatar.core.deocclusion import DEOCCLUSION_DIR, OnnxDeoccluder
 from revavatar.core.onnx_aligner import MODEL_PREFIXES, OnnxAligner
 from revavatar.learning.alignment_model import load_generator
 from revavatar.learning.export import OnnxModel
@@ -93,6 +98,33 @@ def main() -> None:
         if total["ort"]:
             print(f"{method + ' (3 crops)':24s} {'':8s} {total['ort']:8.2f} {total['torch']:9.2f} "
                   f"{'':8s} {total['torch'] / total['ort']:9.2f} {total['align']:9.2f}")
+    _bench_deoccluder(Path(args.models) / DEOCCLUSION_DIR, args.runs, args.threads, rng)
+
+
+def _bench_deoccluder(d: Path, runs: int, threads: int, rng: np.random.Generator) -> None:
+    """The de-occluder on one camera frame: onnxruntime, torch eager fp32 / bf16."""
+    if not (d / "model.onnx").is_file():
+        return
+    import json  # noqa: PLC0415
+
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    from revavatar.learning.deocclusion import DeoccluderConfig, DeoccluderNet  # noqa: PLC0415
+
+    net = DeoccluderNet(DeoccluderConfig.from_dict(
+        json.loads((d / "card.json").read_text())["config"])).eval()
+    net.load_state_dict(load_file(str(d / "weights.safetensors")))
+    w, h = net.config.frame_size
+    frame = rng.integers(0, 256, (h, w), dtype=np.uint8)
+    x = torch.from_numpy(frame.astype(np.float32) / 255.0)[None, None]
+    deocc = OnnxDeoccluder(d, threads=threads)
+    ort_ms = _median_ms(lambda: deocc(frame, "left_eye"), runs)
+    with torch.inference_mode():
+        eager = _median_ms(lambda: net(x), runs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = _median_ms(lambda: net(x), runs)
+    print(f"{d.name:24s} {w:>4d}x{h:<3d} {ort_ms:8.2f} {eager:9.2f} {bf16:8.2f} "
+          f"{eager / ort_ms:9.2f} {'':9s}   (both eyes: {2 * ort_ms:.2f} ms per headset frame)")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -19,29 +20,9 @@ FIELDS = {"index", "identity", "split", "view", "expression", "expression_id", "
           "gaze", "gaze_deg", "effects", "source", "reference_source", *FILE_FIELDS}
 
 
-def _video(path: Path, frames: list[np.ndarray]) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 24, (320, 180))
-    for f in frames:
-        writer.write(f)
-    writer.release()
-
-
 @pytest.fixture(scope="module")
-def src(demo_frames: list[np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three 'identities' cut from the demo clip, one of them a lone still (to be excluded)."""
-    small = [cv2.resize(f, (320, 180), interpolation=cv2.INTER_AREA) for f in demo_frames]
-    root = tmp_path_factory.mktemp("vrsrc")
-    _video(root / "ann_1.mp4", small[0:8])
-    _video(root / "ann_2.mp4", small[8:14])
-    _video(root / "W011_front_happy_level3_001.mp4", small[20:28])
-    _video(root / "W011_front_neutral_level1_001.mp4", small[28:34])
-    _video(root / "bo.mp4", small[40:48])
-    cv2.imwrite(str(root / "solo.png"), small[50])
-    (root / "MANIFEST.csv").write_text(
-        "file,identity,split,notes\nann_1.mp4,ann,train,x\nann_2.mp4,ann,train,\n"
-        "W011_front_happy_level3_001.mp4,mead_W011,test,\n"
-        "W011_front_neutral_level1_001.mp4,mead_W011,test,\nbo.mp4,bo,val,\nsolo.png,solo,train,\n")
-    return root
+def src(vrface_src: Path) -> Path:
+    return vrface_src
 
 
 def _config(src: Path, out: Path, cache: Path, **kw: object) -> BuildConfig:
@@ -170,15 +151,16 @@ def test_rebuild_never_calls_the_detector(
 
 
 def test_plain_folder_mode_and_cli_args(
-    demo_frames: list[np.ndarray], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    demo_frames: list[np.ndarray], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    write_video: Callable[[Path, list[np.ndarray]], None],
 ) -> None:
     from revavatar.vrface.sources import assign_split
 
     small = [cv2.resize(f, (320, 180), interpolation=cv2.INTER_AREA) for f in demo_frames]
     root = tmp_path / "plain"
     root.mkdir()
-    _video(root / "kim.mp4", small[0:6])
-    _video(root / "lee.mp4", small[30:36])
+    write_video(root / "kim.mp4", small[0:6])
+    write_video(root / "lee.mp4", small[30:36])
     cv2.imwrite(str(root / "max.png"), small[50])
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -158,6 +158,8 @@ _LEARNING: dict[tuple[str, str], tuple[str, str]] = {
     ("train", "restore"): ("revavatar.learning.train_restore", "train the restoration model"),
     ("train", "eye-landmarks"): ("revavatar.learning.train_eye_landmarks",
                                  "train the eye-landmark gaze critic of train align"),
+    ("train", "deocclusion"): ("revavatar.learning.train_deocclusion",
+                               "train the eye cameras' de-occluder"),
     ("eval", "align"): ("revavatar.learning.eval_align", "evaluate the aligners"),
     ("eval", "restore"): ("revavatar.learning.eval_restore", "evaluate the restorers"),
 }
@@ -216,7 +218,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                    help="homography (classical baseline) | surface (classical, onto the enrolled "
                         "face; needs --profile) | cyclegan | autoencoder (trained) | "
                         "cyclegan+camera_eye (trained, each eye's opening from the rectified "
-                        "camera)")
+                        "camera); prefix deocclusion+ (e.g. deocclusion+cyclegan) to read the eye "
+                        "cameras through the trained de-occluder (models/deocclusion) first")
     p.add_argument("--restorer", default="paste+poisson",
                    help="paste | paste+poisson (classical baselines) | ours (trained)")
     p.set_defaults(func=_cmd_run)

@@ -249,7 +249,8 @@ STAGE_KINDS: Final[dict[str, StageKind]] = {
             _CALIB,
             ParamSpec(
                 "method", "string", "homography",
-                "aligner (key of revavatar.graph.stages.ALIGNERS)",
+                "aligner (key of revavatar.graph.stages.ALIGNERS; deocclusion+<key>: the eye "
+                "cameras' frames go through the trained de-occluder first)",
             ),
             ParamSpec("profile", "string", "",
                       "enrollment profile directory; read by the 'surface' aligner and by "

@@ -42,6 +42,7 @@ __all__ = [
     "Stage",
     "StageStats",
     "ThrottledLog",
+    "aligner_for",
     "build_stage",
     "sync_queue_size",
 ]
@@ -303,6 +304,32 @@ def camera_visibility(
     }
 
 
+def aligner_for(method: str) -> Callable[..., Any]:
+    """The factory of ``method``: a key of ``ALIGNERS``, or ``deocclusion+<key>``, that aligner
+    reading the eye cameras through the trained de-occluder (models/deocclusion, core.deocclusion;
+    the lower-face camera's aligner is left as it is).
+
+    Raises:
+        ValueError: an unknown aligner.
+    """
+    from revavatar.core.deocclusion import DEOCCLUSION_PREFIX  # noqa: PLC0415
+
+    if not method.startswith(DEOCCLUSION_PREFIX):
+        return _lookup(ALIGNERS, method, "aligner")
+    inner = _lookup(ALIGNERS, method.removeprefix(DEOCCLUSION_PREFIX), "aligner")
+
+    def make(camera: CameraCalibration, region: Region, layout: CanonicalLayout,
+             profile: Any = None) -> Any:
+        from revavatar.core.deocclusion import DeoccludedAligner, OnnxDeoccluder  # noqa: PLC0415
+
+        aligner = inner(camera, region, layout, profile=profile)
+        if region.name not in OnnxDeoccluder.REGIONS:
+            return aligner
+        return DeoccludedAligner(aligner, OnnxDeoccluder(), region.name)
+
+    return make
+
+
 def _lookup(registry: Mapping[str, Any], key: str, what: str) -> Any:
     try:
         return registry[key]
@@ -321,8 +348,7 @@ class AlignmentStage(_Base):
         super().__init__(name or f"align_{camera.name}")
         self.camera = camera
         self.region = layout.region(camera.name)
-        self.aligner = _lookup(ALIGNERS, method, "aligner")(camera, self.region, layout,
-                                                             profile=profile)
+        self.aligner = aligner_for(method)(camera, self.region, layout, profile=profile)
         self.method = str(getattr(self.aligner, "method", method))
 
     def _process(self, port: str, msg: Any) -> list[Output]:

@@ -430,7 +430,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
              views: tuple[str, ...] | None = None, gaze_jitter: int = GAZE_JITTER,
              regions: tuple[str, ...] = REGION_NAMES, gaze_paste: str = "eye",
              gaze_min_aspect: float | None = None, gaze_tone: str = "match",
-             enroll_frames: int = 1) -> dict[str, Any]:
+             enroll_frames: int = 1, deocclusion: bool = False) -> dict[str, Any]:
     """Metrics per region and method (see the module docstring); optionally a qualitative PNG.
 
     ``views`` keeps only samples rendered from those VR-Face views (e.g. ``("front",)``);
@@ -441,7 +441,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     ``gaze_tone``: one of :data:`GAZE_TONES`; ``enroll_frames``: the enrolled shape (the
     ``surface`` row, and the surface input of learned aligners) is the mean of that many frames
     of the wearer (:func:`revavatar.learning.data.enrollment_frames`), the DP crop stays the
-    sample's reference.
+    sample's reference; ``deocclusion``: every method reads the eye cameras' frames through
+    the trained de-occluder in ``models/deocclusion`` (:mod:`revavatar.core.deocclusion`).
     """
     import torch  # noqa: PLC0415
 
@@ -470,6 +471,11 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
         msg = f"gaze_min_aspect must be in [0, 1), got {min_aspect}"
         raise ValueError(msg)
     torch.set_num_threads(2)
+    clean = None
+    if deocclusion:
+        from revavatar.core.deocclusion import DEOCCLUSION_DIR, OnnxDeoccluder  # noqa: PLC0415
+
+        clean = OnnxDeoccluder(models / DEOCCLUSION_DIR)
     index = VRFaceIndex(data)
     entries = spread_samples(index, split, views, limit)
     enrolled = enrollment_frames(index, split, enroll_frames)
@@ -481,7 +487,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     result: dict[str, Any] = {"regions": {}, "gaze_reference": {}, "paired": {},
                               "gaze_probe_copies": len(gazer.moves), "gaze_paste": gaze_paste,
                               "gaze_min_aspect": min_aspect, "gaze_tone": gaze_tone,
-                              "enroll_frames": enroll_frames}
+                              "enroll_frames": enroll_frames,
+                              "deocclusion": str(clean.model_dir) if clean else None}
     rows: dict[str, list[list[np.ndarray]]] = {}
     calibration = index.calibration()
     identity = {k: str(e.get("identity", "")) for k, e in enumerate(entries)}  # for `paired`
@@ -507,6 +514,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
             if frame is None:
                 msg = f"cannot read image {e[region]}"
                 raise InputError(msg)
+            if clean is not None and region in clean.REGIONS:
+                frame = clean(frame, region)
             gray = frame.ndim == 2
             gt = read_image(e[f"gt_{region}"], gray=gray)
             face = read_image(e["gt"])
@@ -626,6 +635,9 @@ def markdown_table(result: dict[str, Any]) -> str:
     if int(result.get("enroll_frames") or 1) > 1:
         lines += ["", f"The wearer's shape was enrolled from {result['enroll_frames']} frames "
                       "(--enroll-frames); the DP crop is the sample's reference."]
+    if result.get("deocclusion"):
+        lines += ["", "Every method read the eye cameras through the de-occluder "
+                      f"`{result['deocclusion']}` (--deocclusion)."]
     return "\n".join(lines + _paired_table(result.get("paired") or {})) + "\n"
 
 
@@ -701,6 +713,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enroll-frames", type=int, default=1,
                         help="the wearer's enrolled shape is the mean of this many frames (the "
                              "sample's reference and others of the same person; default 1)")
+    parser.add_argument("--deocclusion", action="store_true",
+                        help="every method reads the eye cameras' frames through the trained "
+                             "de-occluder (MODELS/deocclusion) first")
     parser.add_argument("--update-cards", action="store_true",
                         help="write each trained model's figures into its card (card.json, "
                              "README.md)")
@@ -717,7 +732,8 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
                    gaze_paste=getattr(args, "gaze_paste", "eye"),
                    gaze_min_aspect=getattr(args, "gaze_min_aspect", None),
                    gaze_tone=getattr(args, "gaze_tone", "match"),
-                   enroll_frames=getattr(args, "enroll_frames", 1))
+                   enroll_frames=getattr(args, "enroll_frames", 1),
+                   deocclusion=getattr(args, "deocclusion", False))
     text = json.dumps(res, indent=1)
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
@@ -744,6 +760,7 @@ def _command(args: argparse.Namespace) -> str:
     flags += [f"--gaze-tone {tone}"] if tone != "match" else []
     frames = getattr(args, "enroll_frames", 1)
     flags += [f"--enroll-frames {frames}"] if frames != 1 else []
+    flags += ["--deocclusion"] if getattr(args, "deocclusion", False) else []
     regions = tuple(getattr(args, "region", REGION_NAMES))
     flags += [f"--region {','.join(regions)}"] if regions != REGION_NAMES else []
     return f"revavatar eval align {' '.join(flags)} ({args.split} split)"
@@ -765,7 +782,8 @@ def update_cards(result: dict[str, Any], models: Path, command: str) -> list[Pat
             if methods[method].get("gaze_error_deg"):
                 card["metrics"].update({k: result[k] for k in ("gaze_probe_copies", "gaze_paste",
                                                                "gaze_min_aspect", "gaze_tone",
-                                                               "enroll_frames")
+                                                               "enroll_frames",
+                                                               "deocclusion")
                                        if k in result})
             (d / "card.json").write_text(json.dumps(card, indent=1))
             written.append(write_card(d))

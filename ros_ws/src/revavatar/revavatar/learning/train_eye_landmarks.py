@@ -19,7 +19,13 @@ from revavatar.learning.eye_landmarks import (
     gaze_offset,
     save_eye_landmarks,
 )
-from revavatar.learning.trainer import Checkpointer, LossLog, progress, seed_everything
+from revavatar.learning.trainer import (
+    Checkpointer,
+    LossLog,
+    add_run_arguments,
+    progress,
+    seed_everything,
+)
 
 __all__ = ["add_arguments", "evaluate", "run_from_args", "train"]
 
@@ -36,14 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "evaluation's gaze probe reads on the truth face (cached in --ckpt)")
     parser.add_argument("--probe-copies", type=int, default=4,
                         help="jittered copies the probe labels average (default %(default)d)")
-    parser.add_argument("--out", type=Path, default=Path("models/eye_landmarks"))
-    parser.add_argument("--ckpt", type=Path, default=Path("/tmp/revavatar_eye_landmarks"),
-                        help="checkpoint folder")
-    parser.add_argument("--every", type=int, default=500, help="checkpoint every N steps")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-progress", action="store_true")
+    add_run_arguments(parser, Path("models/eye_landmarks"), Path("/tmp/revavatar_eye_landmarks"))
 
 
 def _loss(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:

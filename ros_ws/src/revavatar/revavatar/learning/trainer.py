@@ -31,12 +31,24 @@ from torch import nn
 
 from revavatar.errors import ModelLoadError
 
-__all__ = ["Checkpointer", "LossLog", "autocast", "progress", "rng_state", "seed_everything",
-           "set_rng_state"]
+__all__ = ["Checkpointer", "LossLog", "add_run_arguments", "autocast", "progress", "rng_state",
+           "seed_everything", "set_rng_state"]
 
 _WEIGHTS: Final = "weights.safetensors"
 _STATE: Final = "state.pt"
 _CONFIG: Final = "config.json"
+
+
+def add_run_arguments(parser: Any, out: Path, ckpt: Path, threads: int = 2) -> None:
+    """The flags every single-model training command shares: where the model and the
+    checkpoints go, how often to checkpoint, resume, seed, threads, progress bar."""
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--ckpt", type=Path, default=ckpt, help="checkpoint folder")
+    parser.add_argument("--every", type=int, default=500, help="checkpoint every N steps")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--no-progress", action="store_true")
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,348 @@
+"""The eye cameras' de-occluder: a small network that takes dark blobs and lens smudges off a
+headset eye frame before any alignment, and its training pairs.
+
+Why in camera space, and why this shape. VR-Face's occlusion (:func:`revavatar.vrface.effects.
+occlusion`: eyelashes, cables or housing parts darken soft blobs; a smudge hazes a patch) is what
+kept every aligner above 1 degree of gaze error: on the test eyes without it the best path reads
+under 1 degree, on the occluded ones every method, even the exact inverse of the camera, reads
+2-3 degrees. Both parts of the effect are, per pixel, close to affine in the frame's values (a
+gain under a blob, a gain and an offset under a haze), smooth in space, and leave most of the
+frame alone. So the network predicts three smooth fields at half resolution (a mask, a log-gain
+and an offset) and a small full-resolution residual, and the output is
+``x + sigmoid(mask) * (x * exp(gain) + offset + residual - x)``: where the mask is shut the frame
+passes through untouched, and where it is open the correction keeps the frame's own detail
+instead of painting new texture. It works on the raw frame, so every aligner after it benefits,
+and one model serves both eyes (right frames are mirrored in and out).
+
+Training pairs are exact: :class:`OcclusionPairs` re-renders a build's train samples
+(:mod:`revavatar.vrface.replay`), runs each view's recorded effects up to the occlusion, then
+draws a fresh occlusion (or none) and runs the rest (blur, vignetting, housing, sensor noise,
+the build's JPEG) on both the occluded and the clean frame. Fresh occlusions at every step are
+what let it carry over to held-out faces; fixed replayed pairs over-fitted the 30 training
+faces (reports/alignment.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from revavatar.core.canonical import EYE_SIDES
+
+__all__ = ["DeoccluderConfig", "DeoccluderNet", "OcclusionPairs", "mirror_for", "pair_loss",
+           "save_deoccluder"]
+
+#: the occlusion's parameters a fresh draw sets (OcclusionParams' fields)
+_OCCLUSION_FIELDS: Final = ("n_blobs", "size", "darkness", "smudge")
+#: gray-level change from which a pixel counts as occluded (the mask's training target)
+MASK_LEVELS: Final = 2
+
+
+@dataclass(frozen=True)
+class DeoccluderConfig:
+    """Shape of the network (stored with its weights)."""
+
+    frame_size: tuple[int, int] = (320, 240)  # (w, h) of the eye camera frames
+    width: int = 24  # channels at half resolution (twice that at quarter resolution)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DeoccluderConfig:
+        return cls(frame_size=(int(d["frame_size"][0]), int(d["frame_size"][1])),
+                   width=int(d["width"]))
+
+
+def _conv(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation,
+                                   dilation=dilation), nn.LeakyReLU(0.1, inplace=True))
+
+
+class _Residual(nn.Module):
+    """Dilated residual block: the context a blob's gain needs is the skin around it."""
+
+    def __init__(self, c: int, dilation: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(_conv(c, c, dilation), nn.Conv2d(c, c, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(x + self.body(x), 0.1)
+
+
+class DeoccluderNet(nn.Module):
+    """Gray frame in [0, 1] -> the frame without its occlusion (see the module docstring).
+
+    Starts as the identity (mask shut, gain 1, offset 0), so an untrained or early model never
+    makes a frame worse than the camera's.
+    """
+
+    #: scale of the half-resolution head's outputs (mask logit, log-gain, offset): Adam moves
+    #: every weight by about the learning rate per step, and the fields need whole units
+    FIELD_SCALE: Final = (5.0, 2.0, 1.0)
+
+    def __init__(self, config: DeoccluderConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or DeoccluderConfig()
+        w, h = self.config.frame_size
+        if w % 4 or h % 4:
+            msg = f"frame size {w}x{h}: width and height must be multiples of 4"
+            raise ValueError(msg)
+        c = self.config.width
+        self.stem = nn.Sequential(_conv(4, c), _conv(c, c))  # half resolution
+        self.down = nn.Sequential(_conv(c, 2 * c, stride=2), _conv(2 * c, 2 * c))  # quarter
+        self.context = nn.Sequential(*[_Residual(2 * c, d) for d in (2, 4, 8, 16)])
+        self.up = nn.Sequential(_conv(3 * c, c), _conv(c, c))
+        self.head = nn.Conv2d(c, 3 + 4, 3, padding=1)  # 3 fields + a 2x2-shuffled residual
+        for mod in self.modules():
+            if isinstance(mod, nn.Conv2d):
+                nn.init.kaiming_normal_(mod.weight, a=0.1, nonlinearity="leaky_relu")
+                nn.init.zeros_(mod.bias)
+        for block in self.context:
+            nn.init.zeros_(block.body[1].weight)
+        nn.init.zeros_(self.head.weight)
+        with torch.no_grad():
+            self.head.bias[0] = -4.0 / self.FIELD_SCALE[0]  # mask logit -4: shut
+        self.register_buffer("scale", torch.tensor(self.FIELD_SCALE).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def fields(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(mask logit, log-gain, offset, residual), each (N, 1, H, W)."""
+        a = self.stem(F.pixel_unshuffle(x - 0.5, 2))
+        b = self.context(self.down(a))
+        b = F.interpolate(b, size=a.shape[-2:], mode="bilinear", align_corners=False)
+        h = self.head(self.up(torch.cat([a, b], 1)))
+        low = F.interpolate(h[:, :3] * self.scale, size=x.shape[-2:], mode="bilinear",
+                            align_corners=False)
+        return low[:, :1], low[:, 1:2], low[:, 2:3], F.pixel_shuffle(h[:, 3:], 2)
+
+    def corrected(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(output, mask logit, the correction before the mask) for training."""
+        m, g, o, r = self.fields(x)
+        fixed = x * torch.exp(g) + o + 0.1 * r
+        return x + torch.sigmoid(m) * (fixed - x), m, fixed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, 1, H, W) in [0, 1] -> (N, 1, H, W), clamped to [0, 1]."""
+        return self.corrected(x)[0].clamp(0.0, 1.0)
+
+
+def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
+              ) -> tuple[torch.Tensor, dict[str, float]]:
+    """MSE of the output, MSE of the correction inside the true mask, and the mask's BCE.
+
+    The middle term trains the correction where it will be used whatever the mask says: without
+    it the mask stays shut (opening it onto a poor correction costs) and the correction, seen
+    through a shut mask, gets almost no gradient.
+    """
+    out, logit, fixed = net.corrected(x)
+    rec = (out - y).pow(2).mean()
+    inside = ((fixed - y).pow(2) * mask).sum() / mask.sum().clamp(min=1.0)
+    bce = F.binary_cross_entropy_with_logits(logit, mask)
+    loss = 100.0 * (rec + inside) + bce
+    return loss, {"loss": float(loss.detach()), "rmse": float(rec.detach().sqrt() * 255),
+                  "inside_rmse": float(inside.detach().sqrt() * 255), "bce": float(bce.detach())}
+
+
+def mirror_for(region: str, frame: np.ndarray) -> np.ndarray:
+    """The right eye's frame mirrored into the left eye's orientation (and back: it is its own
+    inverse); the left eye's unchanged."""
+    if region not in EYE_SIDES:
+        msg = f"the de-occluder reads eye cameras ({', '.join(EYE_SIDES)}), not {region!r}"
+        raise ValueError(msg)
+    return np.ascontiguousarray(frame[:, ::-1]) if region == "right_eye" else frame
+
+
+class OcclusionPairs:
+    """Eye frames of a build's split just before the occlusion effect (as the camera sees them),
+    and the records of the effects after it; :meth:`batch` draws (occluded, clean, mask)
+    triples from them.
+
+    Args:
+        data: VR-Face build folder (its source folder and landmark cache must still exist).
+        split: ``train`` / ``val`` / ``test``.
+        limit: at most this many samples, spread over the split's identities (None: all).
+        cache: ``.npz`` to keep the frames in (rendering them takes about a minute per 1,000
+            samples); read back when it exists.
+    """
+
+    def __init__(self, data: str | Path, split: str, limit: int | None = None,
+                 cache: str | Path | None = None, progress: bool = True) -> None:
+        from revavatar.learning.data import VRFaceIndex  # noqa: PLC0415
+
+        self.index = VRFaceIndex(data)
+        self.split = split
+        cache = Path(cache) if cache else None
+        if cache is not None and cache.is_file():
+            self._load(cache)
+        else:
+            self._render(limit, progress)
+            if cache is not None:
+                self._save(cache)
+        if not len(self.frames):
+            msg = f"{self.index.root}: no {split} eye frames could be replayed"
+            raise ValueError(msg)
+        self.quality = int(self.index.meta["config"].get("jpeg_quality", 95))
+
+    def _render(self, limit: int | None, show: bool) -> None:
+        from revavatar.learning.eval_align import spread_samples  # noqa: PLC0415
+        from revavatar.learning.trainer import progress  # noqa: PLC0415
+        from revavatar.vrface.replay import (  # noqa: PLC0415
+            SampleReplay,
+            apply_records,
+            split_records,
+        )
+
+        replay = SampleReplay(self.index)
+        entries = spread_samples(self.index, self.split, None, limit)
+        frames, after, regions, samples, occluded = [], [], [], [], []
+        for e in progress(len(entries), desc=f"replay {self.split}", unit="sample",
+                          iterable=entries, disable=not show):
+            views = replay.clean_views(e)
+            if views is None:
+                continue
+            for region in EYE_SIDES:
+                records = replay.records(e, region)
+                before, rest = split_records(records, "occlusion")
+                frames.append(apply_records(views[region], before))
+                after.append(rest)
+                regions.append(region)
+                samples.append(int(e["index"]))
+                occluded.append(any(r["effect"] == "occlusion" for r in records))
+        self.frames = np.stack(frames) if frames else np.zeros((0, 1, 1), np.uint8)
+        self.after, self.regions = after, regions
+        self.samples, self.occluded = np.array(samples), np.array(occluded, bool)
+
+    def _save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = json.dumps({"after": self.after, "regions": self.regions})
+        tmp = path.with_name(f".tmp-{path.name}")
+        with tmp.open("wb") as f:
+            np.savez(f, frames=self.frames, samples=self.samples, occluded=self.occluded,
+                     meta=np.frombuffer(meta.encode(), np.uint8))
+        tmp.replace(path)
+
+    def _load(self, path: Path) -> None:
+        with np.load(path) as z:
+            self.frames, self.samples = z["frames"], z["samples"]
+            self.occluded = z["occluded"]
+            meta = json.loads(z["meta"].tobytes().decode())
+        self.after, self.regions = meta["after"], meta["regions"]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def pair(self, k: int, rng: np.random.Generator, p_occlusion: float = 0.75
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(occluded, clean, mask) of frame ``k`` in the left eye's orientation: a fresh
+        occlusion with probability ``p_occlusion`` (else the two frames are equal), then the
+        frame's own later effects and the build's JPEG on both, as the build ran them."""
+        from revavatar.vrface.effects import OcclusionParams, occlusion  # noqa: PLC0415
+
+        clean = self.frames[k]
+        hit = clean
+        if rng.random() < p_occlusion:
+            p = OcclusionParams.draw(rng)
+            hit = occlusion(clean, np.random.default_rng(int(rng.integers(2**63 - 1))),
+                            **{f: getattr(p, f) for f in _OCCLUSION_FIELDS})
+        mask = (np.abs(hit.astype(np.int16) - clean) > MASK_LEVELS).astype(np.float32)
+        region = self.regions[k]
+        return tuple(mirror_for(region, a)  # type: ignore[return-value]
+                     for a in (self._finish(k, hit), self._finish(k, clean), mask))
+
+    def _finish(self, k: int, frame: np.ndarray) -> np.ndarray:
+        """The effects after the occlusion and the build's JPEG."""
+        from revavatar.vrface.replay import apply_records, jpeg_round_trip  # noqa: PLC0415
+
+        return jpeg_round_trip(apply_records(frame, self.after[k]), self.quality)
+
+    def stored(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(the frame the build stored, the same replayed without its occlusion), both in the
+        left eye's orientation: the real occlusions the evaluation scores against."""
+        import cv2  # noqa: PLC0415
+
+        entry = self._entries()[int(self.samples[k])]
+        region = self.regions[k]
+        frame = cv2.imread(entry[region], cv2.IMREAD_UNCHANGED)
+        if frame is None:
+            msg = f"cannot read {entry[region]}"
+            raise FileNotFoundError(msg)
+        return mirror_for(region, frame), mirror_for(region, self._finish(k, self.frames[k]))
+
+    def _entries(self) -> dict[int, dict[str, Any]]:
+        if not hasattr(self, "_by_index"):
+            self._by_index = {int(e["index"]): e for e in self.index.samples(self.split)}
+        return self._by_index
+
+    def batch(self, rng: np.random.Generator, n: int, p_occlusion: float = 0.75
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` random pairs as (N, 1, H, W) tensors in [0, 1] (mask in {0, 1})."""
+        xs, ys, ms = zip(*(self.pair(int(k), rng, p_occlusion)
+                           for k in rng.integers(len(self), size=n)), strict=True)
+
+        def t(a: tuple[np.ndarray, ...]) -> torch.Tensor:
+            return torch.from_numpy(np.stack(a).astype(np.float32))[:, None]
+
+        return t(xs) / 255.0, t(ys) / 255.0, t(ms)
+
+
+def save_deoccluder(net: DeoccluderNet, out: str | Path, card: dict[str, Any]) -> Path:
+    """Weights (safetensors), ONNX export, config and card into folder ``out``."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    from revavatar.learning.export import export_onnx  # noqa: PLC0415
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()},
+              str(out / "weights.safetensors"))
+    w, h = net.config.frame_size
+    example = torch.rand(1, 1, h, w)
+    card = {"config": asdict(net.config), "params": sum(p.numel() for p in net.parameters()),
+            "onnx_max_abs_diff": export_onnx(net, example, out / "model.onnx", ["frame"],
+                                             ["clean"]), **card}
+    (out / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+    (out / "README.md").write_text(_readme(card))
+    return out
+
+
+def _figures(val: dict[str, Any] | None) -> str:
+    if not val:
+        return "-"
+    head = (f"on the val split's stored frames against the same frames replayed without their "
+            f"occlusion ({val['n_occluded']} occluded, {val['n_clean']} clean)")
+    parts = []
+    if val.get("occluded_out") is not None:
+        parts.append(f"mean absolute error on occluded frames {val['occluded_in']:.2f} -> "
+                     f"{val['occluded_out']:.2f} gray levels ({val['footprint_in']:.1f} -> "
+                     f"{val['footprint_out']:.1f} inside the occlusion)")
+    if val.get("clean_out") is not None:
+        parts.append(f"clean frames moved by {val['clean_out']:.2f}")
+    return head + (": " + ", ".join(parts) if parts else "")
+
+
+def _readme(card: dict[str, Any]) -> str:
+    cfg = card["config"]
+    return "\n".join([
+        "# Eye-camera de-occluder (`learning.deocclusion`)", "",
+        f"- Task: gray eye-camera frame ({cfg['frame_size'][0]}x{cfg['frame_size'][1]}) -> the "
+        "same frame without VR-Face's occlusion (dark blobs, lens smudge); right eyes are "
+        "mirrored in and out. Runs before every aligner (`core.deocclusion.OnnxDeoccluder`).",
+        f"- Network: a mask, a log-gain and an offset field at half resolution and a "
+        f"full-resolution residual (width {cfg['width']}, {card['params']:,} parameters); the "
+        "output is the frame where the mask is shut.",
+        f"- Data: `{card.get('data')}`, {card.get('train_frames')} train eye frames replayed "
+        "up to the occlusion, a fresh occlusion (probability "
+        f"{card.get('p_occlusion')}) and the frame's own later effects and JPEG per draw.",
+        f"- Training: {card.get('steps')} steps, batch {card.get('batch')}, Adam lr "
+        f"{card.get('lr')} (constant, then linear to 0 over the second half), CPU "
+        f"{card.get('threads')} threads, fp32, wall time {card.get('wall_s')} s.",
+        f"- Figures: {_figures(card.get('val'))}.",
+        f"- ONNX: `model.onnx` (input `frame` (1, 1, H, W) in [0, 1]), max |onnxruntime - torch| "
+        f"{card['onnx_max_abs_diff']:.2g}.",
+        f"- Command: `{card.get('command')}`", ""])
+

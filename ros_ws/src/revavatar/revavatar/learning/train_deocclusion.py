@@ -1,0 +1,158 @@
+"""``revavatar train deocclusion``: train the eye cameras' de-occluder (:mod:`.deocclusion`) on
+a VR-Face build's replayed frames, resumable, and write it with its ONNX export and a card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from revavatar.learning.deocclusion import (
+    DeoccluderConfig,
+    DeoccluderNet,
+    OcclusionPairs,
+    pair_loss,
+    save_deoccluder,
+)
+from revavatar.learning.train_align import lr_schedule
+from revavatar.learning.trainer import (
+    Checkpointer,
+    LossLog,
+    add_run_arguments,
+    progress,
+    seed_everything,
+)
+
+__all__ = ["add_arguments", "evaluate", "run_from_args", "train"]
+
+#: gray-level change from which a pixel of a stored frame counts as inside its occlusion
+_FOOTPRINT_LEVELS = 4
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``revavatar train deocclusion``."""
+    parser.add_argument("--data", required=True, type=Path, help="VR-Face build folder")
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate")
+    parser.add_argument("--width", type=int, default=DeoccluderConfig.width)
+    parser.add_argument("--train-samples", type=int, default=1400,
+                        help="train samples replayed (spread over the identities; each gives "
+                             "both eye frames; default %(default)d)")
+    parser.add_argument("--val-samples", type=int, default=300,
+                        help="val samples scored at each checkpoint (default %(default)d)")
+    parser.add_argument("--p-occlusion", type=float, default=0.75,
+                        help="share of drawn pairs that get an occlusion (default %(default)g)")
+    # the checkpoint folder also keeps the replayed frames (frames_<split>_<n>.npz)
+    add_run_arguments(parser, Path("models/deocclusion"), Path("/tmp/revavatar_deocclusion"))
+
+
+@torch.no_grad()
+def evaluate(net: DeoccluderNet, data: OcclusionPairs) -> dict[str, Any]:
+    """Mean absolute error (gray levels) of the stored frames and of the de-occluded ones
+    against the same frames replayed without their occlusion: on occluded frames overall and
+    inside the occlusion (pixels the occlusion moved by more than 4 levels), and how far clean
+    frames move."""
+    net.eval()
+    rows: dict[bool, list[tuple[float, ...]]] = {True: [], False: []}
+    for k in range(len(data)):
+        stored, truth = data.stored(k)
+        x = torch.from_numpy(stored.astype(np.float32) / 255.0)[None, None]
+        out = (net(x)[0, 0].numpy() * 255.0).round()
+        d_in = np.abs(stored.astype(np.float32) - truth)
+        d_out = np.abs(out - truth)
+        inside = d_in > _FOOTPRINT_LEVELS
+        rows[bool(data.occluded[k])].append(
+            (float(d_in.mean()), float(d_out.mean()),
+             float(d_in[inside].mean()) if inside.any() else np.nan,
+             float(d_out[inside].mean()) if inside.any() else np.nan))
+    occ = np.array(rows[True]).reshape(-1, 4)
+    clean = np.array(rows[False]).reshape(-1, 4)
+    return {"occluded_in": float(np.mean(occ[:, 0])) if len(occ) else None,
+            "occluded_out": float(np.mean(occ[:, 1])) if len(occ) else None,
+            "footprint_in": float(np.nanmean(occ[:, 2])) if len(occ) else None,
+            "footprint_out": float(np.nanmean(occ[:, 3])) if len(occ) else None,
+            "clean_out": float(np.mean(clean[:, 1])) if len(clean) else None,
+            "n_occluded": len(occ), "n_clean": len(clean)}
+
+
+def train(args: argparse.Namespace) -> Path:
+    """Train (or resume) to ``args.steps``; returns the model folder."""
+    if not 0.0 < args.p_occlusion <= 1.0:
+        msg = f"--p-occlusion {args.p_occlusion} must lie in (0, 1]"
+        raise ValueError(msg)
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    data = OcclusionPairs(args.data, "train", args.train_samples,
+                          cache=args.ckpt / f"frames_train_{args.train_samples}.npz",
+                          progress=not args.no_progress)
+    val = OcclusionPairs(args.data, "val", args.val_samples,
+                         cache=args.ckpt / f"frames_val_{args.val_samples}.npz",
+                         progress=not args.no_progress)
+    h, w = data.frames.shape[1:3]
+    net = DeoccluderNet(DeoccluderConfig(frame_size=(w, h), width=args.width))
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    ckpt, log, vlog = Checkpointer(args.ckpt), LossLog(args.ckpt), LossLog(args.ckpt, "val.csv")
+    step, wall = 0, 0.0
+    if args.resume and ckpt.latest() is not None:
+        state = ckpt.load({"net": net}, {"opt": opt})
+        step, wall = state["step"], float(state["extra"].get("wall_s", 0.0))
+        log.truncate(step)
+        vlog.truncate(step)
+    bar = progress(args.steps, initial=step, desc="train deocclusion", disable=args.no_progress)
+    metrics: dict[str, Any] | None = None  # val figures of the last checkpoint
+    t0 = time.perf_counter()
+    while step < args.steps:
+        step += 1
+        rng = np.random.default_rng([args.seed, step])  # batch = f(seed, step): exact resume
+        for group in opt.param_groups:
+            group["lr"] = args.lr * lr_schedule(step, args.steps)
+        net.train()
+        loss, parts = pair_loss(net, *data.batch(rng, args.batch, args.p_occlusion))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        log.append(step, **parts)
+        bar.update(1)
+        if step % args.every == 0 or step == args.steps:
+            metrics = evaluate(net, val)
+            shown = {k: v for k, v in metrics.items() if not k.startswith("n_") and v is not None}
+            vlog.append(step, **shown)
+            bar.set_postfix({k: f"{v:.2f}" for k, v in shown.items()
+                             if k in ("occluded_out", "clean_out")})
+            spent = wall + time.perf_counter() - t0
+            ckpt.save(step, {"net": net}, {"opt": opt}, extra={"wall_s": spent})
+            log.plot(args.out / "losses.png")
+            # the folder always holds a usable export of the last checkpoint
+            save_deoccluder(net, args.out, _card(args, len(data), step, spent, metrics))
+    bar.close()
+    if metrics is None:  # resumed at --steps: nothing trained, the card still gets figures
+        metrics = evaluate(net, val)
+    wall += time.perf_counter() - t0
+    out = save_deoccluder(net, args.out, _card(args, len(data), step, wall, metrics))
+    print(json.dumps(metrics))
+    return out
+
+
+def _card(args: argparse.Namespace, frames: int, step: int, wall: float,
+          metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"data": str(args.data.resolve()), "train_frames": frames,
+            "p_occlusion": args.p_occlusion, "steps": step, "batch": args.batch, "lr": args.lr,
+            "threads": args.threads, "seed": args.seed, "wall_s": round(wall, 1),
+            "val": metrics,
+            "command": (f"revavatar train deocclusion --data {args.data} --steps {args.steps} "
+                        f"--batch {args.batch} --lr {args.lr:g} --width {args.width} "
+                        f"--train-samples {args.train_samples} --val-samples "
+                        f"{args.val_samples} --p-occlusion {args.p_occlusion:g} "
+                        f"--threads {args.threads}")}
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """CLI entry point."""
+    train(args)
+    return 0

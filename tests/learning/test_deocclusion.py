@@ -1,0 +1,272 @@
+"""The eye cameras' de-occluder: replayed pairs, the network, its ONNX runtime and the aligners
+that read through it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from revavatar.learning.data import VRFaceIndex
+from revavatar.learning.deocclusion import (
+    DeoccluderConfig,
+    DeoccluderNet,
+    OcclusionPairs,
+    mirror_for,
+    pair_loss,
+    save_deoccluder,
+)
+from revavatar.vrface.replay import (
+    SampleReplay,
+    apply_records,
+    jpeg_round_trip,
+    sample_landmarks,
+    split_records,
+)
+
+HEADSET = Path(__file__).resolve().parents[2] / "calibration" / "generic.yaml"
+
+
+@pytest.fixture(scope="module")
+def build_dir(vrface_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small VR-Face build in which about half the views carry an occlusion."""
+    from revavatar.vrface.builder import BuildConfig, build
+
+    root = tmp_path_factory.mktemp("deocc")
+    build(BuildConfig(src=vrface_src, headset=HEADSET, samples=10, out=root / "b", workers=1,
+                      cache_dir=root / "cache", effect_probability=0.5), progress=False)
+    return root / "b"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained de-occluder, exported: the identity."""
+    torch.manual_seed(0)
+    return save_deoccluder(DeoccluderNet(), tmp_path_factory.mktemp("models") / "deocclusion",
+                           {"command": "test"})
+
+
+def test_replaying_a_sample_remakes_its_stored_views(build_dir: Path) -> None:
+    index = VRFaceIndex(build_dir)
+    replay = SampleReplay(index)
+    checked = 0
+    for e in index.samples("train"):
+        views = replay.clean_views(e)
+        assert views is not None
+        for cam in ("left_eye", "right_eye"):
+            remade = jpeg_round_trip(apply_records(views[cam], replay.records(e, cam)),
+                                     replay.jpeg_quality)
+            stored = cv2.imread(e[cam], cv2.IMREAD_UNCHANGED)
+            diff = np.abs(remade.astype(int) - stored)
+            assert diff.mean() < 0.5 and diff.max() <= 10
+            checked += 1
+    assert checked >= 4
+
+
+def test_split_records_puts_each_effect_on_its_side_of_the_occlusion() -> None:
+    recs = [{"effect": n, "seed": 0, "params": {}} for n in
+            ("sensor_noise", "ir_look", "occlusion", "blur", "lighting")]
+    before, after = split_records(recs, "occlusion")
+    assert [r["effect"] for r in before] == ["ir_look", "lighting"]
+    assert [r["effect"] for r in after] == ["sensor_noise", "blur"]
+    with pytest.raises(ValueError, match="unknown effect"):
+        split_records(recs, "rain")
+
+
+def test_sample_landmarks_tells_a_still_from_a_video_of_the_same_stem(tmp_path: Path) -> None:
+    from revavatar.vrface.sources import LandmarkCache, SourceFile
+
+    cache = LandmarkCache(tmp_path)
+    cache.dir.mkdir(parents=True)
+    for name, n, shift in (("clip-aaaa", 1, 0.0), ("clip-bbbb", 5, 7.0)):
+        np.savez(cache.dir / f"{name}.npz", frames=np.arange(n), image_size=np.array([64, 48]),
+                 points=np.full((n, 478, 2), 10.0 + shift, np.float32),
+                 points3d=np.zeros((n, 478, 3), np.float32), n_frames=np.array(n),
+                 scheme=np.array("mediapipe478"))
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"x")  # its stat matches neither cache file: found by stem
+    still = tmp_path / "clip.png"
+    still.write_bytes(b"x")
+    got_video = sample_landmarks(cache, SourceFile(video, "clip.mp4", "c", "train", "video",
+                                                   None), 0)
+    got_still = sample_landmarks(cache, SourceFile(still, "clip.png", "c", "train", "image",
+                                                   None), 0)
+    assert got_video is not None and got_still is not None
+    assert float(got_video.points[0, 0]) == pytest.approx(17.0)
+    assert float(got_still.points[0, 0]) == pytest.approx(10.0)
+    # frame 3 exists only in the video's detections
+    assert sample_landmarks(cache, SourceFile(still, "clip.png", "c", "train", "image",
+                                              None), 3) is not None
+
+
+def test_pairs_draw_fresh_occlusions_over_the_replayed_frames(build_dir: Path,
+                                                              tmp_path: Path) -> None:
+    pairs = OcclusionPairs(build_dir, "train", cache=tmp_path / "f.npz", progress=False)
+    n_train = len(VRFaceIndex(build_dir).samples("train"))
+    assert len(pairs) == 2 * n_train
+    assert sorted(set(pairs.regions)) == ["left_eye", "right_eye"]
+    rng = np.random.default_rng(0)
+    x, y, m = pairs.pair(0, rng, p_occlusion=0.0)
+    assert np.array_equal(x, y) and not m.any()
+    hits = [pairs.pair(k % len(pairs), rng, p_occlusion=1.0) for k in range(6)]
+    assert all(m.any() for _, _, m in hits)
+    inside = np.concatenate([(x.astype(float) - y)[m > 0] for x, y, m in hits])
+    assert inside.mean() < -5  # blobs darken (a haze can lift a dark pixel a little)
+    xb, yb, mb = pairs.batch(np.random.default_rng(1), 3)
+    assert xb.shape == yb.shape == mb.shape == (3, 1, 240, 320)
+    assert 0.0 <= float(xb.min()) and float(xb.max()) <= 1.0
+    again = OcclusionPairs(build_dir, "train", cache=tmp_path / "f.npz", progress=False)
+    assert np.array_equal(again.frames, pairs.frames) and again.after == pairs.after
+    assert again.regions == pairs.regions
+
+
+def test_stored_frames_differ_from_their_replay_by_the_occlusion_only(build_dir: Path) -> None:
+    pairs = OcclusionPairs(build_dir, "train", progress=False)
+    index = {e["index"]: e for e in VRFaceIndex(build_dir).samples("train")}
+    diffs = {True: [], False: []}
+    for k in range(len(pairs)):
+        stored, truth = pairs.stored(k)
+        region = pairs.regions[k]
+        on_disk = cv2.imread(index[int(pairs.samples[k])][region], cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(stored, mirror_for(region, on_disk))  # left eye's orientation
+        diffs[bool(pairs.occluded[k])].append(np.abs(stored.astype(float) - truth).mean())
+    assert diffs[True] and diffs[False]
+    assert max(diffs[False]) < 0.5  # replayed exactly up to JPEG
+    assert np.median(diffs[True]) > 1.0  # a blob can fall on the housing and change little
+
+
+def test_mirror_for_flips_the_right_eye_only() -> None:
+    a = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert np.array_equal(mirror_for("left_eye", a), a)
+    assert np.array_equal(mirror_for("right_eye", a), a[:, ::-1])
+    with pytest.raises(ValueError, match="eye cameras"):
+        mirror_for("lower_face", a)
+
+
+def test_network_starts_as_the_identity_and_refuses_odd_sizes() -> None:
+    net = DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8))
+    x = torch.rand(2, 1, 48, 64)
+    assert torch.equal(net(x), x)
+    mask = torch.zeros_like(x)
+    loss, parts = pair_loss(net, x, x, mask)
+    assert parts["rmse"] == 0.0 and parts["inside_rmse"] == 0.0
+    loss.backward()  # the mask's BCE still teaches it to stay shut
+    assert net.head.bias.grad is not None and float(net.head.bias.grad[0]) > 0
+    with pytest.raises(ValueError, match="multiples of 4"):
+        DeoccluderNet(DeoccluderConfig(frame_size=(66, 48)))
+
+
+def test_correction_learns_under_the_mask_while_the_mask_is_shut() -> None:
+    """The correction term trains the gain where the mask says occlusion, even before the mask
+    opens: one step on a darkened pair must raise the gain there."""
+    torch.manual_seed(0)
+    net = DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8))
+    y = torch.full((1, 1, 48, 64), 0.6)
+    mask = torch.zeros_like(y)
+    mask[..., 12:36, 16:48] = 1.0
+    x = y * (1.0 - 0.5 * mask)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-2)
+    loss, _ = pair_loss(net, x, y, mask)
+    loss.backward()
+    opt.step()
+    _, gain, _, _ = net.fields(x)
+    assert float(gain[..., 20:28, 28:36].mean().detach()) > 0.0
+
+
+def test_onnx_deoccluder_is_the_identity_untrained_and_checks_its_input(model_dir: Path) -> None:
+    from revavatar.core.deocclusion import OnnxDeoccluder
+    from revavatar.errors import InputError
+
+    d = OnnxDeoccluder(model_dir)
+    assert d.frame_size == (320, 240)
+    frame = np.random.default_rng(0).integers(0, 256, (240, 320), dtype=np.uint8)
+    for region in ("left_eye", "right_eye"):
+        assert np.array_equal(d(frame, region), frame)
+    with pytest.raises(InputError, match="320x240"):
+        d(frame[:, :300], "left_eye")
+    with pytest.raises(InputError, match="gray"):
+        d(np.dstack([frame] * 3), "left_eye")
+    with pytest.raises(ValueError, match="eye cameras"):
+        d(frame, "lower_face")
+    card = json.loads((model_dir / "card.json").read_text())
+    assert card["onnx_max_abs_diff"] < 1e-4 and (model_dir / "README.md").is_file()
+
+
+class _Mark:
+    """A fake de-occluder that marks what it touched, and a fake aligner that returns it."""
+
+    REGIONS = ("left_eye", "right_eye")
+
+    def __call__(self, frame: np.ndarray, region: str) -> np.ndarray:
+        out = frame.copy()
+        out[0, 0] = 255 if region == "left_eye" else 128
+        return out
+
+
+class _Echo:
+    method = "echo"
+    rectifier = None
+
+    def align(self, frame: np.ndarray) -> np.ndarray:
+        return frame
+
+
+def test_deoccluded_aligner_reads_through_the_deoccluder() -> None:
+    from revavatar.core.deocclusion import DeoccludedAligner
+
+    inner = _Echo()
+    a = DeoccludedAligner(inner, _Mark(), "right_eye")  # type: ignore[arg-type]
+    assert a.method == "deocclusion+echo"
+    assert a.align(np.zeros((4, 4), np.uint8))[0, 0] == 128
+    a.rectifier = "surface"  # set per sample by the evaluation: the wrapped aligner's
+    assert inner.rectifier == "surface" and a.rectifier == "surface"
+    with pytest.raises(ValueError, match="eye cameras"):
+        DeoccludedAligner(inner, _Mark(), "lower_face")  # type: ignore[arg-type]
+
+
+def test_graph_aligner_with_the_prefix_wraps_the_eye_cameras_only(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from revavatar.core.calibration import load_calibration
+    from revavatar.core.canonical import CanonicalLayout
+    from revavatar.core.deocclusion import DeoccludedAligner
+    from revavatar.graph.stages import AlignmentStage, aligner_for
+
+    monkeypatch.setenv("REVAVATAR_MODELS", str(model_dir.parent))
+    cal, layout = load_calibration(HEADSET), CanonicalLayout(256)
+    eye = AlignmentStage(cal.camera("left_eye"), layout, "deocclusion+homography")
+    mouth = AlignmentStage(cal.camera("lower_face"), layout, "deocclusion+homography")
+    assert isinstance(eye.aligner, DeoccludedAligner)
+    assert eye.method == "deocclusion+homography" and mouth.method == "homography"
+    frame = np.random.default_rng(1).integers(0, 256, (240, 320), dtype=np.uint8)
+    assert np.array_equal(eye.aligner.align(frame), eye.aligner.inner.align(frame))  # identity
+    with pytest.raises(ValueError, match="unknown aligner"):
+        aligner_for("deocclusion+nope")
+
+
+def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -> None:
+    from revavatar.core.deocclusion import OnnxDeoccluder
+    from revavatar.learning.train_deocclusion import add_arguments, run_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--data", str(build_dir), "--batch", "2", "--every", "1", "--width", "8",
+            "--val-samples", "2", "--out", str(tmp_path / "m"), "--ckpt", str(tmp_path / "c"),
+            "--threads", "1", "--no-progress"]
+    assert run_from_args(parser.parse_args([*base, "--steps", "2"])) == 0
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["steps"] == 2 and card["val"]["n_occluded"] + card["val"]["n_clean"] == 4
+    assert "--steps 2" in card["command"] and "--width 8" in card["command"]
+    assert (tmp_path / "m" / "losses.png").is_file()
+    run_from_args(parser.parse_args([*base, "--steps", "3", "--resume"]))
+    assert json.loads((tmp_path / "m" / "card.json").read_text())["steps"] == 3
+    frame = cv2.imread(VRFaceIndex(build_dir).samples("val")[0]["left_eye"],
+                       cv2.IMREAD_UNCHANGED)
+    assert OnnxDeoccluder(tmp_path / "m")(frame, "left_eye").shape == frame.shape
+    with pytest.raises(ValueError, match="p-occlusion"):
+        run_from_args(parser.parse_args([*base, "--steps", "1", "--p-occlusion", "0"]))
