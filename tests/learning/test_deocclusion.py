@@ -154,11 +154,25 @@ def test_network_starts_as_the_identity_and_refuses_odd_sizes() -> None:
     assert torch.equal(net(x), x)
     mask = torch.zeros_like(x)
     loss, parts = pair_loss(net, x, x, mask)
-    assert parts["rmse"] == 0.0 and parts["inside_rmse"] == 0.0
+    assert parts["rmse"] == parts["inside_rmse"] == parts["outside_rmse"] == 0.0
     loss.backward()  # the mask's BCE still teaches it to stay shut
     assert net.head.bias.grad is not None and float(net.head.bias.grad[0]) > 0
     with pytest.raises(ValueError, match="multiples of 4"):
         DeoccluderNet(DeoccluderConfig(frame_size=(66, 48)))
+
+
+def test_deployed_network_applies_the_gain_alone() -> None:
+    """Training corrects with gain, offset and residual; the deployed forward (and so the ONNX
+    export) with the gain behind the mask only."""
+    net = DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8))
+    with torch.no_grad():
+        net.head.bias.copy_(torch.tensor([2.0, 0.2, 0.3, 0.5, 0.5, 0.5, 0.5]))  # mask open
+    x = torch.full((1, 1, 48, 64), 0.4)
+    m, g, o, r = net.fields(x)
+    assert float(o.abs().min()) > 0 and float(r.abs().min()) > 0
+    want = x + torch.sigmoid(m) * (x * torch.exp(g) - x)
+    assert torch.allclose(net(x), want)
+    assert not torch.allclose(net.corrected(x)[0], want)
 
 
 def test_correction_learns_under_the_mask_while_the_mask_is_shut() -> None:
@@ -247,6 +261,11 @@ def test_graph_aligner_with_the_prefix_wraps_the_eye_cameras_only(
     assert np.array_equal(eye.aligner.align(frame), eye.aligner.inner.align(frame))  # identity
     with pytest.raises(ValueError, match="unknown aligner"):
         aligner_for("deocclusion+nope")
+    from revavatar.errors import ModelLoadError
+
+    monkeypatch.setenv("REVAVATAR_MODELS", str(model_dir.parent / "empty"))
+    with pytest.raises(ModelLoadError, match="train deocclusion"):  # no model: says how
+        AlignmentStage(cal.camera("right_eye"), layout, "deocclusion+homography")
 
 
 def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -> None:
@@ -258,15 +277,17 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
     base = ["--data", str(build_dir), "--batch", "2", "--every", "1", "--width", "8",
             "--val-samples", "2", "--out", str(tmp_path / "m"), "--ckpt", str(tmp_path / "c"),
             "--threads", "1", "--no-progress"]
-    assert run_from_args(parser.parse_args([*base, "--steps", "2"])) == 0
+    assert run_from_args(parser.parse_args([*base, "--steps", "4", "--stop-at", "2"])) == 0
     card = json.loads((tmp_path / "m" / "card.json").read_text())
     assert card["steps"] == 2 and card["val"]["n_occluded"] + card["val"]["n_clean"] == 4
-    assert "--steps 2" in card["command"] and "--width 8" in card["command"]
-    assert (tmp_path / "m" / "losses.png").is_file()
-    run_from_args(parser.parse_args([*base, "--steps", "3", "--resume"]))
+    assert "--steps 4" in card["command"] and "--stop-at 2" in card["command"]
+    assert "--width 8" in card["command"] and (tmp_path / "m" / "losses.png").is_file()
+    run_from_args(parser.parse_args([*base, "--steps", "4", "--stop-at", "3", "--resume"]))
     assert json.loads((tmp_path / "m" / "card.json").read_text())["steps"] == 3
     frame = cv2.imread(VRFaceIndex(build_dir).samples("val")[0]["left_eye"],
                        cv2.IMREAD_UNCHANGED)
     assert OnnxDeoccluder(tmp_path / "m")(frame, "left_eye").shape == frame.shape
     with pytest.raises(ValueError, match="p-occlusion"):
         run_from_args(parser.parse_args([*base, "--steps", "1", "--p-occlusion", "0"]))
+    with pytest.raises(ValueError, match="stop-at"):
+        run_from_args(parser.parse_args([*base, "--steps", "4", "--stop-at", "5"]))

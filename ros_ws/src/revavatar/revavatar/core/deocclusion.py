@@ -2,8 +2,10 @@
 frame before any aligner reads it (``models/deocclusion``, trained by ``revavatar train
 deocclusion``; the network is described in :mod:`revavatar.learning.deocclusion`).
 
-It runs under onnxruntime, without torch, like the aligners. It changes only what it takes for
-occlusion (the network's mask): an unoccluded frame comes back within a gray level or so.
+It runs under onnxruntime, without torch, like the aligners, and changes only what its mask
+takes for occlusion. No trained model ships yet: the one trained on 2026-12-07 left the gaze
+error where it was (reports/alignment.md), so ``deocclusion+`` aligners need a model trained with
+``revavatar train deocclusion`` in ``models/deocclusion`` (or ``$REVAVATAR_MODELS``).
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ class OnnxDeoccluder:
             card = json.loads((self.model_dir / "card.json").read_text())
             w, h = card["config"]["frame_size"]
         except (OSError, ValueError, KeyError, TypeError) as err:
-            msg = f"{self.model_dir}: no readable card.json for a de-occluder ({err})"
+            msg = (f"{self.model_dir}: no trained de-occluder there ({err}); train one with "
+                   "`revavatar train deocclusion --data VRFACE_DIR --out "
+                   f"{self.model_dir}`")
             raise ModelLoadError(msg) from err
         self.frame_size = (int(w), int(h))
         self.session: Any = create_session(self.model_dir / "model.onnx", threads, providers)

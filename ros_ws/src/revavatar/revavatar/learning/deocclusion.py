@@ -5,14 +5,22 @@ Why in camera space, and why this shape. VR-Face's occlusion (:func:`revavatar.v
 occlusion`: eyelashes, cables or housing parts darken soft blobs; a smudge hazes a patch) is what
 kept every aligner above 1 degree of gaze error: on the test eyes without it the best path reads
 under 1 degree, on the occluded ones every method, even the exact inverse of the camera, reads
-2-3 degrees. Both parts of the effect are, per pixel, close to affine in the frame's values (a
-gain under a blob, a gain and an offset under a haze), smooth in space, and leave most of the
-frame alone. So the network predicts three smooth fields at half resolution (a mask, a log-gain
-and an offset) and a small full-resolution residual, and the output is
-``x + sigmoid(mask) * (x * exp(gain) + offset + residual - x)``: where the mask is shut the frame
-passes through untouched, and where it is open the correction keeps the frame's own detail
-instead of painting new texture. It works on the raw frame, so every aligner after it benefits,
-and one model serves both eyes (right frames are mirrored in and out).
+2-3 degrees. A blob is a smooth gain on the frame's values, a smudge a haze (a blend toward a
+blurred, lifted copy), and both leave most of the frame alone. So the network predicts, at half
+resolution, a mask, a log-gain and an offset, and at full resolution a small residual; trained,
+the correction is ``x * exp(gain) + offset + residual`` behind the mask, so the offset and the
+residual take the haze and the gain is left with the blobs. Deployed (:meth:`DeoccluderNet.
+forward`, the ONNX export), only the gain is applied: ``x + sigmoid(mask) * (x * exp(gain) -
+x)``. Where the mask is shut the frame passes through untouched, and where it is open a smooth
+gain keeps the frame's own detail. It works on the raw frame, so every aligner after it reads
+it, and one model serves both eyes (right frames are mirrored in and out).
+
+What the gaze said (reports/alignment.md, 2026-12-07): the full correction takes more of the
+occlusion off in gray levels but hazes and reshapes the eye itself, and doubled the gaze error
+of unoccluded eyes; a gain trained alone lifts whatever is dark, the eye included, and was worse
+still; the gain trained beside the offset and the residual and applied alone is what this
+module deploys, and it left the gaze error where it was (test and val). No trained de-occluder
+ships in models/ for that reason.
 
 Training pairs are exact: :class:`OcclusionPairs` re-renders a build's train samples
 (:mod:`revavatar.vrface.replay`), runs each view's recorded effects up to the occlusion, then
@@ -121,31 +129,39 @@ class DeoccluderNet(nn.Module):
         return low[:, :1], low[:, 1:2], low[:, 2:3], F.pixel_shuffle(h[:, 3:], 2)
 
     def corrected(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(output, mask logit, the correction before the mask) for training."""
+        """Training: (output, mask logit, the correction before the mask), with the full
+        correction (gain, offset and residual)."""
         m, g, o, r = self.fields(x)
         fixed = x * torch.exp(g) + o + 0.1 * r
         return x + torch.sigmoid(m) * (fixed - x), m, fixed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, 1, H, W) in [0, 1] -> (N, 1, H, W), clamped to [0, 1]."""
-        return self.corrected(x)[0].clamp(0.0, 1.0)
+        """Deployed: x (N, 1, H, W) in [0, 1] -> the frame times the gain behind the mask, (N, 1,
+        H, W) clamped to [0, 1] (the offset and the residual are left out)."""
+        m, g = self.fields(x)[:2]
+        return (x + torch.sigmoid(m) * (x * torch.exp(g) - x)).clamp(0.0, 1.0)
 
 
 def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
               ) -> tuple[torch.Tensor, dict[str, float]]:
-    """MSE of the output, MSE of the correction inside the true mask, and the mask's BCE.
+    """MSE of the output, MSE of the correction inside the true mask (and, at a tenth of the
+    weight, outside it), and the mask's BCE.
 
-    The middle term trains the correction where it will be used whatever the mask says: without
-    it the mask stays shut (opening it onto a poor correction costs) and the correction, seen
-    through a shut mask, gets almost no gradient.
+    The correction's own terms train it whatever the mask says: without the inside one the mask
+    stays shut (opening it onto a poor correction costs) and the correction, seen through a shut
+    mask, gets almost no gradient; without the outside one the correction is free where the mask
+    is almost shut, and a mask at 0.05 over a correction 60 levels off moves clean frames.
     """
     out, logit, fixed = net.corrected(x)
     rec = (out - y).pow(2).mean()
-    inside = ((fixed - y).pow(2) * mask).sum() / mask.sum().clamp(min=1.0)
+    err = (fixed - y).pow(2)
+    inside = (err * mask).sum() / mask.sum().clamp(min=1.0)
+    outside = (err * (1.0 - mask)).sum() / (1.0 - mask).sum().clamp(min=1.0)
     bce = F.binary_cross_entropy_with_logits(logit, mask)
-    loss = 100.0 * (rec + inside) + bce
+    loss = 100.0 * (rec + inside + 0.1 * outside) + bce
     return loss, {"loss": float(loss.detach()), "rmse": float(rec.detach().sqrt() * 255),
-                  "inside_rmse": float(inside.detach().sqrt() * 255), "bce": float(bce.detach())}
+                  "inside_rmse": float(inside.detach().sqrt() * 255),
+                  "outside_rmse": float(outside.detach().sqrt() * 255), "bce": float(bce.detach())}
 
 
 def mirror_for(region: str, frame: np.ndarray) -> np.ndarray:
@@ -333,8 +349,10 @@ def _readme(card: dict[str, Any]) -> str:
         "same frame without VR-Face's occlusion (dark blobs, lens smudge); right eyes are "
         "mirrored in and out. Runs before every aligner (`core.deocclusion.OnnxDeoccluder`).",
         f"- Network: a mask, a log-gain and an offset field at half resolution and a "
-        f"full-resolution residual (width {cfg['width']}, {card['params']:,} parameters); the "
-        "output is the frame where the mask is shut.",
+        f"full-resolution residual (width {cfg['width']}, {card['params']:,} parameters), all "
+        "trained; deployed (ONNX), the output is the frame times the gain where the mask is "
+        "open and the frame itself where it is shut (the offset and residual, trained to take "
+        "the smudge's haze, reshaped the eye).",
         f"- Data: `{card.get('data')}`, {card.get('train_frames')} train eye frames replayed "
         "up to the occlusion, a fresh occlusion (probability "
         f"{card.get('p_occlusion')}) and the frame's own later effects and JPEG per draw.",

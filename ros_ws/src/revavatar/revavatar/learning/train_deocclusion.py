@@ -37,7 +37,11 @@ _FOOTPRINT_LEVELS = 4
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``revavatar train deocclusion``."""
     parser.add_argument("--data", required=True, type=Path, help="VR-Face build folder")
-    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--steps", type=int, default=3000, help="the schedule's length")
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="stop (and export) at this step of the --steps schedule, e.g. a "
+                             "checkpoint that evaluated better than the end; with --resume from "
+                             "a checkpoint at that step it only exports")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate")
     parser.add_argument("--width", type=int, default=DeoccluderConfig.width)
@@ -86,6 +90,10 @@ def train(args: argparse.Namespace) -> Path:
     if not 0.0 < args.p_occlusion <= 1.0:
         msg = f"--p-occlusion {args.p_occlusion} must lie in (0, 1]"
         raise ValueError(msg)
+    stop = args.steps if args.stop_at is None else args.stop_at
+    if not 0 < stop <= args.steps:
+        msg = f"--stop-at {args.stop_at} must lie in [1, --steps {args.steps}]"
+        raise ValueError(msg)
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     data = OcclusionPairs(args.data, "train", args.train_samples,
@@ -104,10 +112,10 @@ def train(args: argparse.Namespace) -> Path:
         step, wall = state["step"], float(state["extra"].get("wall_s", 0.0))
         log.truncate(step)
         vlog.truncate(step)
-    bar = progress(args.steps, initial=step, desc="train deocclusion", disable=args.no_progress)
+    bar = progress(stop, initial=step, desc="train deocclusion", disable=args.no_progress)
     metrics: dict[str, Any] | None = None  # val figures of the last checkpoint
     t0 = time.perf_counter()
-    while step < args.steps:
+    while step < stop:
         step += 1
         rng = np.random.default_rng([args.seed, step])  # batch = f(seed, step): exact resume
         for group in opt.param_groups:
@@ -119,7 +127,7 @@ def train(args: argparse.Namespace) -> Path:
         opt.step()
         log.append(step, **parts)
         bar.update(1)
-        if step % args.every == 0 or step == args.steps:
+        if step % args.every == 0 or step == stop:
             metrics = evaluate(net, val)
             shown = {k: v for k, v in metrics.items() if not k.startswith("n_") and v is not None}
             vlog.append(step, **shown)
@@ -131,9 +139,10 @@ def train(args: argparse.Namespace) -> Path:
             # the folder always holds a usable export of the last checkpoint
             save_deoccluder(net, args.out, _card(args, len(data), step, spent, metrics))
     bar.close()
-    if metrics is None:  # resumed at --steps: nothing trained, the card still gets figures
+    if metrics is None:  # resumed where it stops: nothing trained, the card still gets figures
         metrics = evaluate(net, val)
     wall += time.perf_counter() - t0
+    log.plot(args.out / "losses.png")
     out = save_deoccluder(net, args.out, _card(args, len(data), step, wall, metrics))
     print(json.dumps(metrics))
     return out
@@ -149,7 +158,8 @@ def _card(args: argparse.Namespace, frames: int, step: int, wall: float,
                         f"--batch {args.batch} --lr {args.lr:g} --width {args.width} "
                         f"--train-samples {args.train_samples} --val-samples "
                         f"{args.val_samples} --p-occlusion {args.p_occlusion:g} "
-                        f"--threads {args.threads}")}
+                        f"--threads {args.threads}"
+                        + (f" --stop-at {args.stop_at}" if args.stop_at is not None else ""))}
 
 
 def run_from_args(args: argparse.Namespace) -> int:
