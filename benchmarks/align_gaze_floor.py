@@ -18,6 +18,10 @@ paste into the true face) for:
 - ``dp_surface_view`` / ``_fill``: rectification onto the surface of the sample's enrollment
   image (its DP reference, another frame of the same person: the mesh a product can know), as
   the ``surface`` aligner runs it / the pure surface mapping with the unseen pixels filled;
+- ``exact_unoccluded_fill``, ``dp_surface_unoccluded``, ``cyclegan_unoccluded``,
+  ``cyclegan+camera_eye_unoccluded``: the oracle de-occluder, each row on the stored view
+  replayed without its occlusion effect (:mod:`revavatar.vrface.replay`; views without one as
+  stored): what taking the occlusion off perfectly would give;
 - ``plane_view_fill``: the face-plane homography with the unseen pixels filled the same way;
 - ``plane_view_dpfill``: the same with what the camera cannot see (its housing included) filled
   from the enrollment crop instead of the truth (``eval align``'s ``homography+dp``);
@@ -81,13 +85,24 @@ from revavatar.learning.eval_align import (
 )
 from revavatar.learning.trainer import progress
 from revavatar.vrface.renderer import render_depth_orthographic
-from revavatar.vrface.replay import SampleReplay
+from revavatar.vrface.replay import SampleReplay, apply_records, jpeg_round_trip
 
 ROOT = Path(__file__).resolve().parents[1]
 #: |head yaw| bins (deg) of the breakdown
 _YAW_BINS = ((0, 2), (2, 4), (4, 7), (7, 12), (12, 90))
 #: rows split by effect and head pose: the oracle without and with effects, the two aligners
 _BREAKDOWN_ROWS = ("exact_clean_fill", "exact_view_fill", "homography", "cyclegan")
+
+
+def _without_occlusion(replay: SampleReplay, entry: dict, region: str, clean: np.ndarray,
+                       view: np.ndarray) -> np.ndarray:
+    """``view`` replayed from the effect-free render with every recorded effect but the
+    occlusion (what a perfect de-occluder would give); a view without one is returned as is."""
+    records = replay.records(entry, region)
+    if not any(r["effect"] == "occlusion" for r in records):
+        return view
+    rest = [r for r in records if r["effect"] != "occlusion"]
+    return jpeg_round_trip(apply_records(clean, rest), replay.jpeg_quality)
 
 
 def _fill(crop: np.ndarray, valid: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -134,7 +149,7 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
             ref = probe(paste_into_face(face, gt, box), side)
             if ref is None:
                 continue
-            view = cv2.imread(e[region], cv2.IMREAD_UNCHANGED)
+            stored = view = cv2.imread(e[region], cv2.IMREAD_UNCHANGED)
             if clean_frame is not None:
                 view = clean_frame(view, region)
             exact = SurfaceAligner(renderer.camera("front", region), layout.region(region), layout,
@@ -153,6 +168,14 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
             follow_wearer(aligners[region], surfaces(enrolled(e), exact.camera, region),
                           dp_face, planes)
             crops.update({m: a.align(view) for m, a in aligners[region].items()})
+            # the oracle de-occluder: the same view replayed without its occlusion
+            bare = _without_occlusion(replay, e, region, clean[region], stored)
+            crops["exact_unoccluded_fill"] = _fill(exact.align(bare), exact.valid_mask, gt)
+            crops.update({f"{m}_unoccluded": aligners[region][m].align(bare)
+                          for m in ("cyclegan", "cyclegan+camera_eye") if m in aligners[region]})
+            if dp_depth is not None:
+                crops["dp_surface_unoccluded"] = surfaces(enrolled(e), exact.camera,
+                                                          region).align(bare)
             plane = aligners[region]["homography"]
             crops["plane_view_fill"] = _fill(crops["homography"], plane.valid_mask, gt)
             if "cyclegan" in crops:

@@ -67,3 +67,10 @@ def test_enroll_refuses_a_shape_from_no_frames(capsys, tmp_path):
               "--shape-frames", "0"])
     assert err.value.code == 2
     assert "expected an integer >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_eval_align_refuses_a_shape_from_no_frames(capsys, tmp_path):
+    with pytest.raises(SystemExit) as err:  # a usage error before any data is read
+        main(["eval", "align", "--data", str(tmp_path), "--enroll-frames", "0"])
+    assert err.value.code == 2
+    assert "expected an integer >= 1, got '0'" in capsys.readouterr().err

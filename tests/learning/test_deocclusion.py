@@ -175,6 +175,35 @@ def test_deployed_network_applies_the_gain_alone() -> None:
     assert not torch.allclose(net.corrected(x)[0], want)
 
 
+def test_eye_weight_map_peaks_where_the_camera_sees_the_eye() -> None:
+    from revavatar.core.calibration import load_calibration
+    from revavatar.core.canonical import CanonicalLayout
+    from revavatar.learning.deocclusion import eye_weight_map
+
+    cam = load_calibration(HEADSET).cameras["left_eye"]
+    w = eye_weight_map(cam, CanonicalLayout(256), 4.0)[0, 0].numpy()
+    assert w.shape == (240, 320) and w.min() >= 1.0 and w.max() == pytest.approx(5.0, abs=0.01)
+    v, u = np.unravel_index(w.argmax(), w.shape)
+    assert abs(u - cam.cx) < 3 and abs(v - cam.cy) < 3  # generic.yaml aims at the eye centre
+    assert w[0, 0] < 1.01 and w[int(v), int(u) + 100] < w[int(v), int(u) + 30]
+
+
+def test_weighted_loss_counts_the_eye_more() -> None:
+    net = DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8))
+    x = torch.full((1, 1, 48, 64), 0.5)
+    y_eye, y_skin = x.clone(), x.clone()
+    y_eye[..., 20:28, 28:36] = 0.6  # the same error, on the eye or on the skin
+    y_skin[..., 0:8, 0:8] = 0.6
+    weight = torch.ones(1, 1, 48, 64)
+    weight[..., 16:32, 24:40] = 5.0
+    mask = torch.zeros_like(x)
+    eye = pair_loss(net, x, y_eye, mask, weight)[1]["rmse"]
+    skin = pair_loss(net, x, y_skin, mask, weight)[1]["rmse"]
+    assert eye > 1.5 * skin
+    assert pair_loss(net, x, y_eye, mask)[1]["rmse"] == pytest.approx(
+        pair_loss(net, x, y_skin, mask)[1]["rmse"])
+
+
 def test_correction_learns_under_the_mask_while_the_mask_is_shut() -> None:
     """The correction term trains the gain where the mask says occlusion, even before the mask
     opens: one step on a darkened pair must raise the gain there."""
@@ -276,12 +305,13 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
     add_arguments(parser)
     base = ["--data", str(build_dir), "--batch", "2", "--every", "1", "--width", "8",
             "--val-samples", "2", "--out", str(tmp_path / "m"), "--ckpt", str(tmp_path / "c"),
-            "--threads", "1", "--no-progress"]
+            "--threads", "1", "--no-progress", "--eye-weight", "2"]
     assert run_from_args(parser.parse_args([*base, "--steps", "4", "--stop-at", "2"])) == 0
     card = json.loads((tmp_path / "m" / "card.json").read_text())
     assert card["steps"] == 2 and card["val"]["n_occluded"] + card["val"]["n_clean"] == 4
     assert "--steps 4" in card["command"] and "--stop-at 2" in card["command"]
-    assert "--width 8" in card["command"] and (tmp_path / "m" / "losses.png").is_file()
+    assert "--width 8" in card["command"] and "--eye-weight 2" in card["command"]
+    assert (tmp_path / "m" / "losses.png").is_file()
     run_from_args(parser.parse_args([*base, "--steps", "4", "--stop-at", "3", "--resume"]))
     assert json.loads((tmp_path / "m" / "card.json").read_text())["steps"] == 3
     frame = cv2.imread(VRFaceIndex(build_dir).samples("val")[0]["left_eye"],

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from revavatar.errors import InputError, RevAvatarError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "positive_int"]
 
 
 def _existing_file(value: str) -> Path:
@@ -26,7 +26,7 @@ def _existing_file(value: str) -> Path:
     return path
 
 
-def _positive_int(value: str) -> int:
+def positive_int(value: str) -> int:
     """argparse type: an integer of at least 1 (a bad value is a usage error, not a crash)."""
     try:
         n = int(value)
@@ -241,7 +241,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="profile directory to write")
     p.add_argument("--backend", default="mediapipe", help="landmark backend")
     p.add_argument("--size", type=int, default=256, choices=(256, 512), help="canonical size")
-    p.add_argument("--shape-frames", type=_positive_int, default=None,
+    p.add_argument("--shape-frames", type=positive_int, default=None,
                    help="with --video: the face's 3D shape is the mean of this many of the best "
                         "frames (default core.enrollment.SHAPE_FRAMES; 1 = the picked frame's "
                         "alone)")

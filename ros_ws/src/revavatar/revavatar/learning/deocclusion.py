@@ -44,8 +44,8 @@ from torch.nn import functional as F
 
 from revavatar.core.canonical import EYE_SIDES
 
-__all__ = ["DeoccluderConfig", "DeoccluderNet", "OcclusionPairs", "mirror_for", "pair_loss",
-           "save_deoccluder"]
+__all__ = ["DeoccluderConfig", "DeoccluderNet", "OcclusionPairs", "eye_weight_map", "mirror_for",
+           "pair_loss", "save_deoccluder"]
 
 #: the occlusion's parameters a fresh draw sets (OcclusionParams' fields)
 _OCCLUSION_FIELDS: Final = ("n_blobs", "size", "darkness", "smudge")
@@ -142,10 +142,11 @@ class DeoccluderNet(nn.Module):
         return (x + torch.sigmoid(m) * (x * torch.exp(g) - x)).clamp(0.0, 1.0)
 
 
-def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor
-              ) -> tuple[torch.Tensor, dict[str, float]]:
+def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
+              weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """MSE of the output, MSE of the correction inside the true mask (and, at a tenth of the
-    weight, outside it), and the mask's BCE.
+    weight, outside it), and the mask's BCE; ``weight`` (broadcast to the frames) weights the
+    pixels of the three MSEs (:func:`eye_weight_map`).
 
     The correction's own terms train it whatever the mask says: without the inside one the mask
     stays shut (opening it onto a poor correction costs) and the correction, seen through a shut
@@ -153,15 +154,31 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
     is almost shut, and a mask at 0.05 over a correction 60 levels off moves clean frames.
     """
     out, logit, fixed = net.corrected(x)
-    rec = (out - y).pow(2).mean()
-    err = (fixed - y).pow(2)
-    inside = (err * mask).sum() / mask.sum().clamp(min=1.0)
-    outside = (err * (1.0 - mask)).sum() / (1.0 - mask).sum().clamp(min=1.0)
+    w = torch.ones_like(y) if weight is None else weight.expand_as(y)
+    rec = ((out - y).pow(2) * w).sum() / w.sum()
+    err = (fixed - y).pow(2) * w
+    inside = (err * mask).sum() / (w * mask).sum().clamp(min=1.0)
+    outside = (err * (1.0 - mask)).sum() / (w * (1.0 - mask)).sum().clamp(min=1.0)
     bce = F.binary_cross_entropy_with_logits(logit, mask)
     loss = 100.0 * (rec + inside + 0.1 * outside) + bce
     return loss, {"loss": float(loss.detach()), "rmse": float(rec.detach().sqrt() * 255),
                   "inside_rmse": float(inside.detach().sqrt() * 255),
                   "outside_rmse": float(outside.detach().sqrt() * 255), "bce": float(bce.detach())}
+
+
+def eye_weight_map(camera: Any, layout: Any, gain: float,
+                   sigma_mm: tuple[float, float] = (15.0, 10.0)) -> torch.Tensor:
+    """(1, 1, H, W) pixel weights of a left-eye frame: 1 + ``gain`` times a Gaussian around where
+    ``camera`` (the left eye's) sees the template eye centre of ``layout``, about an eye wide
+    (``sigma_mm`` at the eye's depth). The gaze lives in a few percent of the frame; unweighted,
+    the loss is skin."""
+    centre = layout.pixel_to_head(layout.template_points()[1:2])  # the left eye's
+    uv, depth = camera.project(centre)
+    sx, sy = (s * float(camera.fx) / float(depth[0]) for s in sigma_mm)
+    u = np.arange(camera.width)[None, :] - uv[0, 0]
+    v = np.arange(camera.height)[:, None] - uv[0, 1]
+    g = np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))
+    return torch.from_numpy((1.0 + gain * g).astype(np.float32))[None, None]
 
 
 def mirror_for(region: str, frame: np.ndarray) -> np.ndarray:

@@ -683,6 +683,7 @@ def _figure(rows: dict[str, list[list[np.ndarray]]], path: Path, methods: list[s
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``revavatar eval align``."""
+    from revavatar.cli import positive_int  # noqa: PLC0415
     from revavatar.learning.train_align import parse_regions  # noqa: PLC0415
 
     parser.add_argument("--data", required=True, help="VR-Face build, or source folder (MANIFEST)")
@@ -710,7 +711,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gaze-tone", default="match", choices=GAZE_TONES,
                         help="match: the probe sees each crop's eye in the truth's tone (a "
                              "monotone gray-level map, no pixel moved; default); raw: as aligned")
-    parser.add_argument("--enroll-frames", type=int, default=1,
+    parser.add_argument("--enroll-frames", type=positive_int, default=1,
                         help="the wearer's enrolled shape is the mean of this many frames (the "
                              "sample's reference and others of the same person; default 1)")
     parser.add_argument("--deocclusion", action="store_true",

@@ -16,6 +16,7 @@ from revavatar.learning.deocclusion import (
     DeoccluderConfig,
     DeoccluderNet,
     OcclusionPairs,
+    eye_weight_map,
     pair_loss,
     save_deoccluder,
 )
@@ -50,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "both eye frames; default %(default)d)")
     parser.add_argument("--val-samples", type=int, default=300,
                         help="val samples scored at each checkpoint (default %(default)d)")
+    parser.add_argument("--eye-weight", type=float, default=0.0,
+                        help="extra loss weight around the eye (learning.deocclusion."
+                             "eye_weight_map; 0 = every pixel alike, the default)")
     parser.add_argument("--p-occlusion", type=float, default=0.75,
                         help="share of drawn pairs that get an occlusion (default %(default)g)")
     # the checkpoint folder also keeps the replayed frames (frames_<split>_<n>.npz)
@@ -103,6 +107,12 @@ def train(args: argparse.Namespace) -> Path:
                          cache=args.ckpt / f"frames_val_{args.val_samples}.npz",
                          progress=not args.no_progress)
     h, w = data.frames.shape[1:3]
+    weight = None
+    if args.eye_weight > 0:
+        from revavatar.core.canonical import CanonicalLayout  # noqa: PLC0415
+
+        weight = eye_weight_map(data.index.calibration().cameras["left_eye"],
+                                CanonicalLayout(data.index.layout_size), args.eye_weight)
     net = DeoccluderNet(DeoccluderConfig(frame_size=(w, h), width=args.width))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     ckpt, log, vlog = Checkpointer(args.ckpt), LossLog(args.ckpt), LossLog(args.ckpt, "val.csv")
@@ -121,7 +131,7 @@ def train(args: argparse.Namespace) -> Path:
         for group in opt.param_groups:
             group["lr"] = args.lr * lr_schedule(step, args.steps)
         net.train()
-        loss, parts = pair_loss(net, *data.batch(rng, args.batch, args.p_occlusion))
+        loss, parts = pair_loss(net, *data.batch(rng, args.batch, args.p_occlusion), weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -159,6 +169,7 @@ def _card(args: argparse.Namespace, frames: int, step: int, wall: float,
                         f"--train-samples {args.train_samples} --val-samples "
                         f"{args.val_samples} --p-occlusion {args.p_occlusion:g} "
                         f"--threads {args.threads}"
+                        + (f" --eye-weight {args.eye_weight:g}" if args.eye_weight > 0 else "")
                         + (f" --stop-at {args.stop_at}" if args.stop_at is not None else ""))}
 
 
