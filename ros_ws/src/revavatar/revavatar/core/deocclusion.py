@@ -11,14 +11,13 @@ error where it was (reports/alignment.md), so ``deocclusion+`` aligners need a m
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 
-from revavatar.core.onnx_runtime import create_session
+from revavatar.core.onnx_runtime import create_session, models_dir
 from revavatar.errors import InputError, ModelLoadError
 
 __all__ = ["DEOCCLUSION_DIR", "DEOCCLUSION_PREFIX", "DeoccludedAligner", "OnnxDeoccluder",
@@ -32,9 +31,7 @@ DEOCCLUSION_PREFIX: Final = "deocclusion+"
 
 def default_deoccluder_dir() -> Path:
     """``$REVAVATAR_MODELS/deocclusion`` or, by default, ``<project>/models/deocclusion``."""
-    root = os.environ.get("REVAVATAR_MODELS")
-    base = Path(root) if root else Path(__file__).resolve().parents[5] / "models"
-    return base / DEOCCLUSION_DIR
+    return models_dir(DEOCCLUSION_DIR)
 
 
 class OnnxDeoccluder:

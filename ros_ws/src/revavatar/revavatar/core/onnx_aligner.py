@@ -14,7 +14,6 @@ crop of the region (the profile's aligned DP), which fills what the camera canno
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 import cv2
 import numpy as np
 
-from revavatar.core.onnx_runtime import create_session
+from revavatar.core.onnx_runtime import create_session, models_dir
 from revavatar.errors import InputError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -44,9 +43,7 @@ def default_model_dir(method: str, region: str) -> Path:
     if method not in MODEL_PREFIXES:
         msg = f"unknown learned aligner {method!r}; expected one of {', '.join(MODEL_PREFIXES)}"
         raise ValueError(msg)
-    root = os.environ.get("REVAVATAR_MODELS")
-    base = Path(root) if root else Path(__file__).resolve().parents[5] / "models"
-    return base / f"{MODEL_PREFIXES[method]}{region}"
+    return models_dir(f"{MODEL_PREFIXES[method]}{region}")
 
 
 class OnnxAligner:

@@ -7,16 +7,25 @@ the same typed errors. onnxruntime is imported lazily: cores that never run a mo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from revavatar.errors import BackendUnavailableError, ModelLoadError
 
-__all__ = ["DEFAULT_PROVIDERS", "create_session"]
+__all__ = ["DEFAULT_PROVIDERS", "create_session", "models_dir"]
 
 #: Providers in order of preference; CPU only on the machines this ships for.
 DEFAULT_PROVIDERS: Final = ("CPUExecutionProvider",)
+
+
+def models_dir(name: str) -> Path:
+    """``$REVAVATAR_MODELS/<name>`` or, by default, ``<project>/models/<name>``: where a
+    deployed model's folder is looked for."""
+    root = os.environ.get("REVAVATAR_MODELS")
+    base = Path(root) if root else Path(__file__).resolve().parents[5] / "models"
+    return base / name
 
 
 def create_session(
