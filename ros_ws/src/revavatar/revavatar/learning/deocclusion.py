@@ -19,8 +19,9 @@ What the gaze said (reports/alignment.md, 2026-12-07): the full correction takes
 occlusion off in gray levels but hazes and reshapes the eye itself, and doubled the gaze error
 of unoccluded eyes; a gain trained alone lifts whatever is dark, the eye included, and was worse
 still; the gain trained beside the offset and the residual and applied alone is what this
-module deploys, and it left the gaze error where it was (test and val). No trained de-occluder
-ships in models/ for that reason.
+module deploys, and it left the gaze error where it was (test and val). Weighted to the eye
+(``pair_loss(weight=eye_weight_map(...))``), the full correction lowered the occluded eyes' error
+and still raised the unoccluded ones'. No trained de-occluder ships in models/ for that reason.
 
 Training pairs are exact: :class:`OcclusionPairs` re-renders a build's train samples
 (:mod:`revavatar.vrface.replay`), runs each view's recorded effects up to the occlusion, then
