@@ -119,7 +119,7 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
     align's ``--enroll-frames``); with ``deocclusion`` every row but the clean render reads the
     eye frames through the de-occluder in ``models/deocclusion`` (eval align's
     ``--deocclusion``)."""
-    clean_frame = OnnxDeoccluder(models / DEOCCLUSION_DIR) if deocclusion else None
+    deoccluder = OnnxDeoccluder(models / DEOCCLUSION_DIR) if deocclusion else None
     index = VRFaceIndex(data)
     replay = SampleReplay(index)
     layout = replay.layout
@@ -150,8 +150,8 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
             if ref is None:
                 continue
             stored = view = cv2.imread(e[region], cv2.IMREAD_UNCHANGED)
-            if clean_frame is not None:
-                view = clean_frame(view, region)
+            if deoccluder is not None:
+                view = deoccluder(view, region)
             exact = SurfaceAligner(renderer.camera("front", region), layout.region(region), layout,
                                    depth, plane_fallback=False)
             crops = {"gt_noise_2": perturbed_truth(gt, "gt_noise_2", rng)}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from clips import write_video
 
 from revavatar.assets import fetch_demo_video
 
@@ -39,31 +39,17 @@ def face_image(demo_frames: list[np.ndarray]) -> np.ndarray:
     return demo_frames[10]
 
 
-def _video(path: Path, frames: list[np.ndarray]) -> None:
-    """Write 320x180 BGR ``frames`` as an mp4v clip."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 24, (320, 180))
-    for f in frames:
-        writer.write(f)
-    writer.release()
-
-
-@pytest.fixture(scope="session")
-def write_video() -> Callable[[Path, list[np.ndarray]], None]:
-    """The clip writer of :func:`vrface_src`, for tests that make their own source folders."""
-    return _video
-
-
 @pytest.fixture(scope="session")
 def vrface_src(demo_frames: list[np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A VR-Face source folder: three 'identities' cut from the demo clip and a lone still
     (to be excluded)."""
     small = [cv2.resize(f, (320, 180), interpolation=cv2.INTER_AREA) for f in demo_frames]
     root = tmp_path_factory.mktemp("vrsrc")
-    _video(root / "ann_1.mp4", small[0:8])
-    _video(root / "ann_2.mp4", small[8:14])
-    _video(root / "W011_front_happy_level3_001.mp4", small[20:28])
-    _video(root / "W011_front_neutral_level1_001.mp4", small[28:34])
-    _video(root / "bo.mp4", small[40:48])
+    write_video(root / "ann_1.mp4", small[0:8])
+    write_video(root / "ann_2.mp4", small[8:14])
+    write_video(root / "W011_front_happy_level3_001.mp4", small[20:28])
+    write_video(root / "W011_front_neutral_level1_001.mp4", small[28:34])
+    write_video(root / "bo.mp4", small[40:48])
     cv2.imwrite(str(root / "solo.png"), small[50])
     (root / "MANIFEST.csv").write_text(
         "file,identity,split,notes\nann_1.mp4,ann,train,x\nann_2.mp4,ann,train,\n"

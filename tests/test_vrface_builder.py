@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from clips import write_video
 
 from revavatar.core.canonical import CanonicalLayout
 from revavatar.vrface.builder import FILE_FIELDS, BuildConfig, add_arguments, build, run_from_args
@@ -151,8 +151,7 @@ def test_rebuild_never_calls_the_detector(
 
 
 def test_plain_folder_mode_and_cli_args(
-    demo_frames: list[np.ndarray], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    write_video: Callable[[Path, list[np.ndarray]], None],
+    demo_frames: list[np.ndarray], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from revavatar.vrface.sources import assign_split
 

@@ -21,14 +21,7 @@ from revavatar.vrface.sources import (
     plan_samples,
     scan_sources,
 )
-
-
-def _video(path: Path, frames: list[np.ndarray]) -> None:
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 24, (w, h))
-    for f in frames:
-        writer.write(f)
-    writer.release()
+from clips import write_video
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +46,8 @@ def test_assign_split_is_a_stable_hash_with_roughly_70_15_15() -> None:
 
 
 def test_identity_in_two_splits_is_rejected(tmp_path: Path, small: list[np.ndarray]) -> None:
-    _video(tmp_path / "a.mp4", small[:4])
-    _video(tmp_path / "b.mp4", small[4:8])
+    write_video(tmp_path / "a.mp4", small[:4])
+    write_video(tmp_path / "b.mp4", small[4:8])
     (tmp_path / "MANIFEST.csv").write_text("file,identity,split\na.mp4,ann,train\nb.mp4,ann,test\n")
     with pytest.raises(InputError, match="ann"):
         scan_sources(tmp_path)
@@ -63,7 +56,7 @@ def test_identity_in_two_splits_is_rejected(tmp_path: Path, small: list[np.ndarr
 
 
 def test_manifest_mode_reads_columns_and_ignores_extras(tmp_path: Path, small: list[np.ndarray]) -> None:
-    _video(tmp_path / "M030_front_sad_level3_001.mp4", small[:4])
+    write_video(tmp_path / "M030_front_sad_level3_001.mp4", small[:4])
     cv2.imwrite(str(tmp_path / "still.png"), small[5])
     (tmp_path / "MANIFEST.csv").write_text(
         "file,notes,identity,split,fps\nM030_front_sad_level3_001.mp4,n,m30,val,24\nstill.png,,m30,val,\n")
@@ -85,7 +78,7 @@ def test_manifest_missing_file_or_column(tmp_path: Path) -> None:
 
 def test_plain_folder_mode_one_identity_per_file(tmp_path: Path, small: list[np.ndarray]) -> None:
     (tmp_path / "sub").mkdir()
-    _video(tmp_path / "sub" / "zoe.mp4", small[:4])
+    write_video(tmp_path / "sub" / "zoe.mp4", small[:4])
     cv2.imwrite(str(tmp_path / "yan.jpg"), small[3])
     (tmp_path / "notes.txt").write_text("ignored")
     files = scan_sources(tmp_path)
@@ -94,7 +87,7 @@ def test_plain_folder_mode_one_identity_per_file(tmp_path: Path, small: list[np.
 
 
 def test_iter_frames_subset_matches_full_decode(tmp_path: Path, small: list[np.ndarray]) -> None:
-    _video(tmp_path / "v.mp4", small[:10])
+    write_video(tmp_path / "v.mp4", small[:10])
     (src,) = scan_sources(tmp_path)
     full = dict(iter_frames(src))
     assert sorted(full) == list(range(10))
@@ -114,7 +107,7 @@ def test_landmark_cache_hits_and_invalidates_on_change(
     tmp_path: Path, small: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "src").mkdir()
-    _video(tmp_path / "src" / "v.mp4", small[:6])
+    write_video(tmp_path / "src" / "v.mp4", small[:6])
     (src,) = scan_sources(tmp_path / "src")
     calls: list[str] = []
 
@@ -138,7 +131,7 @@ def test_landmark_cache_hits_and_invalidates_on_change(
 
 
 def test_real_detector_finds_faces_in_demo_frames(tmp_path: Path, small: list[np.ndarray]) -> None:
-    _video(tmp_path / "v.mp4", small[:5])
+    write_video(tmp_path / "v.mp4", small[:5])
     (src,) = scan_sources(tmp_path)
     lms = sources.detect_source(src)
     assert lms.n_frames == 5 and len(lms.frames) >= 4
@@ -149,10 +142,10 @@ def test_real_detector_finds_faces_in_demo_frames(tmp_path: Path, small: list[np
 
 
 def _plan_inputs(tmp_path: Path, small: list[np.ndarray]) -> tuple[list, list]:
-    _video(tmp_path / "a1.mp4", small[:8])
-    _video(tmp_path / "a2.mp4", small[8:12])
-    _video(tmp_path / "W009_front_happy_level3_001.mp4", small[12:18])
-    _video(tmp_path / "W009_front_neutral_level1_001.mp4", small[18:24])
+    write_video(tmp_path / "a1.mp4", small[:8])
+    write_video(tmp_path / "a2.mp4", small[8:12])
+    write_video(tmp_path / "W009_front_happy_level3_001.mp4", small[12:18])
+    write_video(tmp_path / "W009_front_neutral_level1_001.mp4", small[18:24])
     cv2.imwrite(str(tmp_path / "solo.png"), small[0])
     (tmp_path / "MANIFEST.csv").write_text(
         "file,identity,split\na1.mp4,a,train\na2.mp4,a,train\n"

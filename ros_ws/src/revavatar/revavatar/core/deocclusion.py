@@ -100,7 +100,7 @@ class DeoccludedAligner:
 
     Args:
         aligner: any aligner with ``align(frame)``.
-        deoccluder: the shared :class:`OnnxDeoccluder`.
+        deoccluder: the :class:`OnnxDeoccluder` it reads through.
         region: the aligner's eye camera.
     """
 

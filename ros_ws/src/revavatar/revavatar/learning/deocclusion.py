@@ -33,6 +33,7 @@ faces (reports/alignment.md).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,8 +49,6 @@ from revavatar.core.canonical import EYE_SIDES
 __all__ = ["DeoccluderConfig", "DeoccluderNet", "OcclusionPairs", "eye_weight_map", "mirror_for",
            "pair_loss", "save_deoccluder"]
 
-#: the occlusion's parameters a fresh draw sets (OcclusionParams' fields)
-_OCCLUSION_FIELDS: Final = ("n_blobs", "size", "darkness", "smudge")
 #: gray-level change from which a pixel counts as occluded (the mask's training target)
 MASK_LEVELS: Final = 2
 
@@ -282,7 +281,7 @@ class OcclusionPairs:
         if rng.random() < p_occlusion:
             p = OcclusionParams.draw(rng)
             hit = occlusion(clean, np.random.default_rng(int(rng.integers(2**63 - 1))),
-                            **{f: getattr(p, f) for f in _OCCLUSION_FIELDS})
+                            **asdict(p))
         mask = (np.abs(hit.astype(np.int16) - clean) > MASK_LEVELS).astype(np.float32)
         region = self.regions[k]
         return tuple(mirror_for(region, a)  # type: ignore[return-value]
@@ -299,7 +298,7 @@ class OcclusionPairs:
         left eye's orientation: the real occlusions the evaluation scores against."""
         import cv2  # noqa: PLC0415
 
-        entry = self._entries()[int(self.samples[k])]
+        entry = self._entries[int(self.samples[k])]
         region = self.regions[k]
         frame = cv2.imread(entry[region], cv2.IMREAD_UNCHANGED)
         if frame is None:
@@ -307,10 +306,9 @@ class OcclusionPairs:
             raise FileNotFoundError(msg)
         return mirror_for(region, frame), mirror_for(region, self._finish(k, self.frames[k]))
 
+    @functools.cached_property
     def _entries(self) -> dict[int, dict[str, Any]]:
-        if not hasattr(self, "_by_index"):
-            self._by_index = {int(e["index"]): e for e in self.index.samples(self.split)}
-        return self._by_index
+        return {int(e["index"]): e for e in self.index.samples(self.split)}
 
     def batch(self, rng: np.random.Generator, n: int, p_occlusion: float = 0.75
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

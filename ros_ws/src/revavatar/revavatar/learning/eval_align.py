@@ -471,11 +471,11 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
         msg = f"gaze_min_aspect must be in [0, 1), got {min_aspect}"
         raise ValueError(msg)
     torch.set_num_threads(2)
-    clean = None
+    deoccluder = None
     if deocclusion:
         from revavatar.core.deocclusion import DEOCCLUSION_DIR, OnnxDeoccluder  # noqa: PLC0415
 
-        clean = OnnxDeoccluder(models / DEOCCLUSION_DIR)
+        deoccluder = OnnxDeoccluder(models / DEOCCLUSION_DIR)
     index = VRFaceIndex(data)
     entries = spread_samples(index, split, views, limit)
     enrolled = enrollment_frames(index, split, enroll_frames)
@@ -488,7 +488,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                               "gaze_probe_copies": len(gazer.moves), "gaze_paste": gaze_paste,
                               "gaze_min_aspect": min_aspect, "gaze_tone": gaze_tone,
                               "enroll_frames": enroll_frames,
-                              "deocclusion": str(clean.model_dir) if clean else None}
+                              "deocclusion": str(deoccluder.model_dir) if deoccluder else None}
     rows: dict[str, list[list[np.ndarray]]] = {}
     calibration = index.calibration()
     identity = {k: str(e.get("identity", "")) for k, e in enumerate(entries)}  # for `paired`
@@ -514,8 +514,8 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
             if frame is None:
                 msg = f"cannot read image {e[region]}"
                 raise InputError(msg)
-            if clean is not None and region in clean.REGIONS:
-                frame = clean(frame, region)
+            if deoccluder is not None and region in deoccluder.REGIONS:
+                frame = deoccluder(frame, region)
             gray = frame.ndim == 2
             gt = read_image(e[f"gt_{region}"], gray=gray)
             face = read_image(e["gt"])
