@@ -161,18 +161,29 @@ def test_network_starts_as_the_identity_and_refuses_odd_sizes() -> None:
         DeoccluderNet(DeoccluderConfig(frame_size=(66, 48)))
 
 
-def test_deployed_network_applies_the_gain_alone() -> None:
+def test_deployed_network_applies_what_its_config_says() -> None:
     """Training corrects with gain, offset and residual; the deployed forward (and so the ONNX
-    export) with the gain behind the mask only."""
-    net = DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8))
-    with torch.no_grad():
-        net.head.bias.copy_(torch.tensor([2.0, 0.2, 0.3, 0.5, 0.5, 0.5, 0.5]))  # mask open
+    export) applies all of it, or with ``apply="gain"`` the gain behind the mask only; cards
+    from before the choice existed were exported with the gain alone."""
+    nets = {a: DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8, apply=a))
+            for a in ("full", "gain")}
+    nets["gain"].load_state_dict(nets["full"].state_dict())
+    for net in nets.values():
+        with torch.no_grad():
+            net.head.bias.copy_(torch.tensor([2.0, 0.2, 0.3, 0.5, 0.5, 0.5, 0.5]))  # mask open
     x = torch.full((1, 1, 48, 64), 0.4)
-    m, g, o, r = net.fields(x)
+    m, g, o, r = nets["gain"].fields(x)
     assert float(o.abs().min()) > 0 and float(r.abs().min()) > 0
-    want = x + torch.sigmoid(m) * (x * torch.exp(g) - x)
-    assert torch.allclose(net(x), want)
-    assert not torch.allclose(net.corrected(x)[0], want)
+    gain = x + torch.sigmoid(m) * (x * torch.exp(g) - x)
+    assert torch.allclose(nets["gain"](x), gain)
+    full = nets["full"].corrected(x)[0]
+    assert not torch.allclose(full, gain)
+    assert torch.allclose(nets["full"](x), full.clamp(0.0, 1.0))
+    old = {"frame_size": [64, 48], "width": 8}
+    assert DeoccluderConfig.from_dict(old).apply == "gain"
+    assert DeoccluderConfig.from_dict({**old, "apply": "full"}).apply == "full"
+    with pytest.raises(ValueError, match="unknown de-occluder output"):
+        DeoccluderConfig(apply="offset")
 
 
 def test_eye_weight_map_peaks_where_the_camera_sees_the_eye() -> None:
@@ -311,9 +322,13 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
     assert card["steps"] == 2 and card["val"]["n_occluded"] + card["val"]["n_clean"] == 4
     assert "--steps 4" in card["command"] and "--stop-at 2" in card["command"]
     assert "--width 8" in card["command"] and "--eye-weight 2" in card["command"]
+    assert card["config"]["apply"] == "full" and "--apply full" in card["command"]
     assert (tmp_path / "m" / "losses.png").is_file()
-    run_from_args(parser.parse_args([*base, "--steps", "4", "--stop-at", "3", "--resume"]))
-    assert json.loads((tmp_path / "m" / "card.json").read_text())["steps"] == 3
+    run_from_args(parser.parse_args([*base, "--steps", "4", "--stop-at", "3", "--resume",
+                                     "--apply", "gain"]))  # the same weights, the gain alone
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["steps"] == 3 and card["config"]["apply"] == "gain"
+    assert "the gain where the mask is open" in (tmp_path / "m" / "README.md").read_text()
     frame = cv2.imread(VRFaceIndex(build_dir).samples("val")[0]["left_eye"],
                        cv2.IMREAD_UNCHANGED)
     assert OnnxDeoccluder(tmp_path / "m")(frame, "left_eye").shape == frame.shape

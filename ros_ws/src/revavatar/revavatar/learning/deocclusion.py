@@ -7,21 +7,20 @@ kept every aligner above 1 degree of gaze error: on the test eyes without it the
 under 1 degree, on the occluded ones every method, even the exact inverse of the camera, reads
 2-3 degrees. A blob is a smooth gain on the frame's values, a smudge a haze (a blend toward a
 blurred, lifted copy), and both leave most of the frame alone. So the network predicts, at half
-resolution, a mask, a log-gain and an offset, and at full resolution a small residual; trained,
-the correction is ``x * exp(gain) + offset + residual`` behind the mask, so the offset and the
-residual take the haze and the gain is left with the blobs. Deployed (:meth:`DeoccluderNet.
-forward`, the ONNX export), only the gain is applied: ``x + sigmoid(mask) * (x * exp(gain) -
-x)``. Where the mask is shut the frame passes through untouched, and where it is open a smooth
-gain keeps the frame's own detail. It works on the raw frame, so every aligner after it reads
-it, and one model serves both eyes (right frames are mirrored in and out).
+resolution, a mask, a log-gain and an offset, and at full resolution a small residual; the
+correction is ``x * exp(gain) + offset + residual`` behind the mask, so the offset and the
+residual take the haze and the gain is left with the blobs. Where the mask is shut the frame
+passes through untouched. It works on the raw frame, so every aligner after it reads it, and one
+model serves both eyes (right frames are mirrored in and out).
 
-What the gaze said (reports/alignment.md, 2026-12-07): the full correction takes more of the
-occlusion off in gray levels but hazes and reshapes the eye itself, and doubled the gaze error
-of unoccluded eyes; a gain trained alone lifts whatever is dark, the eye included, and was worse
-still; the gain trained beside the offset and the residual and applied alone is what this
-module deploys, and it left the gaze error where it was (test and val). Weighted to the eye
-(``pair_loss(weight=eye_weight_map(...))``), the full correction lowered the occluded eyes' error
-and still raised the unoccluded ones'. No trained de-occluder ships in models/ for that reason.
+What the gaze said (reports/alignment.md, 2026-12-07): trained on every pixel alike,
+the full correction takes the occlusion off in gray levels but hazes and reshapes the eye
+itself, and doubled the gaze error of unoccluded eyes; a gain trained alone lifts whatever is
+dark, the eye included, and was worse still; the gain trained beside the offset and the
+residual and applied alone (``DeoccluderConfig.apply = "gain"``) left the gaze error where it
+was. Weighted to the eye (``pair_loss(weight=eye_weight_map(...))``) and trained to 3000 steps,
+the full correction (``apply = "full"``, the default) lowers the gaze error of occluded eyes
+more than it raises that of clean ones, on test and on val.
 
 Training pairs are exact: :class:`OcclusionPairs` re-renders a build's train samples
 (:mod:`revavatar.vrface.replay`), runs each view's recorded effects up to the occlusion, then
@@ -51,6 +50,8 @@ __all__ = ["DeoccluderConfig", "DeoccluderNet", "OcclusionPairs", "eye_weight_ma
 
 #: gray-level change from which a pixel counts as occluded (the mask's training target)
 MASK_LEVELS: Final = 2
+#: what a deployed de-occluder can apply (``DeoccluderConfig.apply``)
+APPLIES: Final = ("full", "gain")
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,20 @@ class DeoccluderConfig:
 
     frame_size: tuple[int, int] = (320, 240)  # (w, h) of the eye camera frames
     width: int = 24  # channels at half resolution (twice that at quarter resolution)
+    #: what the deployed forward (and so the ONNX export) applies: the ``"full"`` training-time
+    #: correction or the ``"gain"`` alone (:data:`APPLIES`)
+    apply: str = "full"
+
+    def __post_init__(self) -> None:
+        if self.apply not in APPLIES:
+            msg = f"unknown de-occluder output {self.apply!r}; expected one of {', '.join(APPLIES)}"
+            raise ValueError(msg)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DeoccluderConfig:
+        """Cards written before ``apply`` existed were exported with the gain alone."""
         return cls(frame_size=(int(d["frame_size"][0]), int(d["frame_size"][1])),
-                   width=int(d["width"]))
+                   width=int(d["width"]), apply=str(d.get("apply", "gain")))
 
 
 def _conv(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
@@ -136,8 +146,11 @@ class DeoccluderNet(nn.Module):
         return x + torch.sigmoid(m) * (fixed - x), m, fixed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Deployed: x (N, 1, H, W) in [0, 1] -> the frame times the gain behind the mask, (N, 1,
-        H, W) clamped to [0, 1] (the offset and the residual are left out)."""
+        """Deployed: x (N, 1, H, W) in [0, 1] -> the corrected frame, (N, 1, H, W) clamped to
+        [0, 1]: the full correction, or with ``config.apply == "gain"`` the frame times the gain
+        behind the mask (the offset and the residual left out)."""
+        if self.config.apply == "full":
+            return self.corrected(x)[0].clamp(0.0, 1.0)
         m, g = self.fields(x)[:2]
         return (x + torch.sigmoid(m) * (x * torch.exp(g) - x)).clamp(0.0, 1.0)
 
@@ -357,6 +370,15 @@ def _figures(val: dict[str, Any] | None) -> str:
     return head + (": " + ", ".join(parts) if parts else "")
 
 
+#: what the deployed output is, per ``DeoccluderConfig.apply``, for the card
+_APPLIED: Final = {
+    "full": "the output is the full correction (gain, offset and residual) where the mask is "
+            "open and the frame itself where it is shut",
+    "gain": "the output is the frame times the gain where the mask is open and the frame "
+            "itself where it is shut (the offset and residual are left out)",
+}
+
+
 def _readme(card: dict[str, Any]) -> str:
     cfg = card["config"]
     return "\n".join([
@@ -366,9 +388,7 @@ def _readme(card: dict[str, Any]) -> str:
         "mirrored in and out. Runs before every aligner (`core.deocclusion.OnnxDeoccluder`).",
         f"- Network: a mask, a log-gain and an offset field at half resolution and a "
         f"full-resolution residual (width {cfg['width']}, {card['params']:,} parameters), all "
-        "trained; deployed (ONNX), the output is the frame times the gain where the mask is "
-        "open and the frame itself where it is shut (the offset and residual, trained to take "
-        "the smudge's haze, reshaped the eye).",
+        "trained; deployed (ONNX), " + _APPLIED[cfg.get("apply", "gain")] + ".",
         f"- Data: `{card.get('data')}`, {card.get('train_frames')} train eye frames replayed "
         "up to the occlusion, a fresh occlusion (probability "
         f"{card.get('p_occlusion')}) and the frame's own later effects and JPEG per draw.",
@@ -378,5 +398,6 @@ def _readme(card: dict[str, Any]) -> str:
         f"- Figures: {_figures(card.get('val'))}.",
         f"- ONNX: `model.onnx` (input `frame` (1, 1, H, W) in [0, 1]), max |onnxruntime - torch| "
         f"{card['onnx_max_abs_diff']:.2g}.",
-        f"- Command: `{card.get('command')}`", ""])
+        f"- Command: `{card.get('command')}`",
+        *([f"- Provenance: {card['provenance']}"] if card.get("provenance") else []), ""])
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from revavatar.learning.deocclusion import (
+    APPLIES,
     DeoccluderConfig,
     DeoccluderNet,
     OcclusionPairs,
@@ -54,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eye-weight", type=float, default=0.0,
                         help="extra loss weight around the eye (learning.deocclusion."
                              "eye_weight_map; 0 = every pixel alike, the default)")
+    parser.add_argument("--apply", choices=APPLIES, default=DeoccluderConfig.apply,
+                        help="what the exported model applies: the full correction it trains "
+                             "(default) or the gain alone (learning.deocclusion)")
     parser.add_argument("--p-occlusion", type=float, default=0.75,
                         help="share of drawn pairs that get an occlusion (default %(default)g)")
     # the checkpoint folder also keeps the replayed frames (frames_<split>_<n>.npz)
@@ -113,7 +117,7 @@ def train(args: argparse.Namespace) -> Path:
 
         weight = eye_weight_map(data.index.calibration().cameras["left_eye"],
                                 CanonicalLayout(data.index.layout_size), args.eye_weight)
-    net = DeoccluderNet(DeoccluderConfig(frame_size=(w, h), width=args.width))
+    net = DeoccluderNet(DeoccluderConfig(frame_size=(w, h), width=args.width, apply=args.apply))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     ckpt, log, vlog = Checkpointer(args.ckpt), LossLog(args.ckpt), LossLog(args.ckpt, "val.csv")
     step, wall = 0, 0.0
@@ -168,7 +172,7 @@ def _card(args: argparse.Namespace, frames: int, step: int, wall: float,
                         f"--batch {args.batch} --lr {args.lr:g} --width {args.width} "
                         f"--train-samples {args.train_samples} --val-samples "
                         f"{args.val_samples} --p-occlusion {args.p_occlusion:g} "
-                        f"--threads {args.threads}"
+                        f"--threads {args.threads} --apply {args.apply}"
                         + (f" --eye-weight {args.eye_weight:g}" if args.eye_weight > 0 else "")
                         + (f" --stop-at {args.stop_at}" if args.stop_at is not None else ""))}
 
