@@ -399,5 +399,6 @@ def _readme(card: dict[str, Any]) -> str:
         f"- ONNX: `model.onnx` (input `frame` (1, 1, H, W) in [0, 1]), max |onnxruntime - torch| "
         f"{card['onnx_max_abs_diff']:.2g}.",
         f"- Command: `{card.get('command')}`",
+        *([f"- Gaze: {card['gaze']}"] if card.get("gaze") else []),
         *([f"- Provenance: {card['provenance']}"] if card.get("provenance") else []), ""])
 
