@@ -213,6 +213,11 @@ def test_weighted_loss_counts_the_eye_more() -> None:
     assert eye > 1.5 * skin
     assert pair_loss(net, x, y_eye, mask)[1]["rmse"] == pytest.approx(
         pair_loss(net, x, y_skin, mask)[1]["rmse"])
+    mask_eye, mask_skin = torch.zeros_like(x), torch.zeros_like(x)  # a missed occlusion
+    mask_eye[..., 20:28, 28:36] = 1.0
+    mask_skin[..., 0:8, 0:8] = 1.0
+    assert (pair_loss(net, x, x, mask_eye, weight)[1]["bce"]
+            > 1.5 * pair_loss(net, x, x, mask_skin, weight)[1]["bce"])
 
 
 def test_correction_learns_under_the_mask_while_the_mask_is_shut() -> None:

@@ -159,7 +159,8 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
               weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """MSE of the output, MSE of the correction inside the true mask (and, at a tenth of the
     weight, outside it), and the mask's BCE; ``weight`` (broadcast to the frames) weights the
-    pixels of the three MSEs (:func:`eye_weight_map`).
+    pixels of all four (:func:`eye_weight_map`): a mask that opens on the eye's own dark parts
+    moves the gaze, one that opens on the cheek does not.
 
     The correction's own terms train it whatever the mask says: without the inside one the mask
     stays shut (opening it onto a poor correction costs) and the correction, seen through a shut
@@ -172,7 +173,7 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
     err = (fixed - y).pow(2) * w
     inside = (err * mask).sum() / (w * mask).sum().clamp(min=1.0)
     outside = (err * (1.0 - mask)).sum() / (w * (1.0 - mask)).sum().clamp(min=1.0)
-    bce = F.binary_cross_entropy_with_logits(logit, mask)
+    bce = (F.binary_cross_entropy_with_logits(logit, mask, reduction="none") * w).sum() / w.sum()
     loss = 100.0 * (rec + inside + 0.1 * outside) + bce
     return loss, {"loss": float(loss.detach()), "rmse": float(rec.detach().sqrt() * 255),
                   "inside_rmse": float(inside.detach().sqrt() * 255),
