@@ -140,6 +140,26 @@ def test_stored_frames_differ_from_their_replay_by_the_occlusion_only(build_dir:
     assert np.median(diffs[True]) > 1.0  # a blob can fall on the housing and change little
 
 
+def test_val_figures_around_the_eye(build_dir: Path) -> None:
+    """The identity leaves clean eyes where they are and touched eyes as bad as stored; a net
+    that lifts every pixel moves clean eyes by about what it lifts them."""
+    from revavatar.learning.train_deocclusion import evaluate, eye_window
+
+    pairs = OcclusionPairs(build_dir, "train", progress=False)
+    eye = eye_window(pairs)
+    assert eye.shape == pairs.frames.shape[1:3] and eye.max() > 0.9 and (eye == 0).mean() > 0.5
+    net = DeoccluderNet(DeoccluderConfig(frame_size=pairs.frames.shape[2:0:-1], width=8))
+    same = evaluate(net, pairs, eye)
+    assert same["eye_clean_out"] == pytest.approx(0.0, abs=0.6)  # JPEG replay
+    if same["n_eye_touched"]:
+        assert same["eye_touched_out"] == pytest.approx(same["eye_touched_in"])
+    with torch.no_grad():  # mask open, offset +0.1: every pixel up by about 25 levels
+        net.head.bias.copy_(torch.tensor([2.0, 0.0, 0.1, 0.0, 0.0, 0.0, 0.0]))
+    lifted = evaluate(net, pairs, eye)
+    assert 15.0 < lifted["eye_clean_out"] < 30.0
+    assert "eye_clean_out" not in evaluate(net, pairs)  # no eye, no eye figures
+
+
 def test_mirror_for_flips_the_right_eye_only() -> None:
     a = np.arange(12, dtype=np.uint8).reshape(3, 4)
     assert np.array_equal(mirror_for("left_eye", a), a)
@@ -328,6 +348,7 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
     assert "--steps 4" in card["command"] and "--stop-at 2" in card["command"]
     assert "--width 8" in card["command"] and "--eye-weight 2" in card["command"]
     assert card["config"]["apply"] == "full" and "--apply full" in card["command"]
+    assert card["val"]["eye_clean_out"] >= 0.0 and "eye_touched_in" in card["val"]
     assert (tmp_path / "m" / "losses.png").is_file()
     run_from_args(parser.parse_args([*base, "--steps", "4", "--stop-at", "3", "--resume",
                                      "--apply", "gain"]))  # the same weights, the gain alone

@@ -368,6 +368,12 @@ def _figures(val: dict[str, Any] | None) -> str:
                      f"{val['footprint_out']:.1f} inside the occlusion)")
     if val.get("clean_out") is not None:
         parts.append(f"clean frames moved by {val['clean_out']:.2f}")
+    if val.get("eye_touched_out") is not None:
+        parts.append(f"around the eye (eye-weighted), on the {val['n_eye_touched']} occluded "
+                     f"frames whose eye it touched {val['eye_touched_in']:.2f} -> "
+                     f"{val['eye_touched_out']:.2f}")
+    if val.get("eye_clean_out") is not None:
+        parts.append(f"clean eyes moved by {val['eye_clean_out']:.2f}")
     return head + (": " + ", ".join(parts) if parts else "")
 
 
