@@ -18,9 +18,11 @@ the full correction takes the occlusion off in gray levels but hazes and reshape
 itself, and doubled the gaze error of unoccluded eyes; a gain trained alone lifts whatever is
 dark, the eye included, and was worse still; the gain trained beside the offset and the
 residual and applied alone (``DeoccluderConfig.apply = "gain"``) left the gaze error where it
-was. Weighted to the eye (``pair_loss(weight=eye_weight_map(...))``) and trained to 3000 steps,
-the full correction (``apply = "full"``, the default) lowers the gaze error of occluded eyes
-more than it raises that of clean ones, on test and on val.
+was. Weighted to the eye (``pair_loss(weight=eye_weight_map(...))``: the pixel losses and the
+mask's BCE) and trained long enough, the full correction (``apply = "full"``, the default)
+lowers the gaze error of occluded eyes more than it raises that of clean ones, on test and on
+val; ``models/deocclusion`` is such a run, picked among its checkpoints on the eye-weighted val
+figures of :func:`revavatar.learning.train_deocclusion.evaluate` and then on val gaze.
 
 Training pairs are exact: :class:`OcclusionPairs` re-renders a build's train samples
 (:mod:`revavatar.vrface.replay`), runs each view's recorded effects up to the occlusion, then
