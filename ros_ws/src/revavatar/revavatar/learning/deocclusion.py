@@ -73,7 +73,9 @@ class DeoccluderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DeoccluderConfig:
-        """Cards written before ``apply`` existed were exported with the gain alone."""
+        """A card without ``apply`` loads as ``"gain"``: that is what the exports of commits
+        515bb6b..e9cab60 applied (the first exports, of acf5d87, applied the full correction
+        and cannot be told apart by their card; none of either was committed)."""
         return cls(frame_size=(int(d["frame_size"][0]), int(d["frame_size"][1])),
                    width=int(d["width"]), apply=str(d.get("apply", "gain")))
 
@@ -397,7 +399,7 @@ def _readme(card: dict[str, Any]) -> str:
         "mirrored in and out. Runs before every aligner (`core.deocclusion.OnnxDeoccluder`).",
         f"- Network: a mask, a log-gain and an offset field at half resolution and a "
         f"full-resolution residual (width {cfg['width']}, {card['params']:,} parameters), all "
-        "trained; deployed (ONNX), " + _APPLIED[cfg.get("apply", "gain")] + ".",
+        "trained; deployed (ONNX), " + _APPLIED[DeoccluderConfig.from_dict(cfg).apply] + ".",
         f"- Data: `{card.get('data')}`, {card.get('train_frames')} train eye frames replayed "
         "up to the occlusion, a fresh occlusion (probability "
         f"{card.get('p_occlusion')}) and the frame's own later effects and JPEG per draw.",
