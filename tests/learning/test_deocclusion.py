@@ -142,7 +142,8 @@ def test_stored_frames_differ_from_their_replay_by_the_occlusion_only(build_dir:
 
 def test_val_figures_around_the_eye(build_dir: Path) -> None:
     """The identity leaves clean eyes where they are and touched eyes as bad as stored; a net
-    that lifts every pixel moves clean eyes by about what it lifts them."""
+    that lifts every pixel moves clean eyes by about what it lifts them, and their edges by
+    less (only where the clip at white flattens them)."""
     from revavatar.learning.train_deocclusion import evaluate, eye_window
 
     pairs = OcclusionPairs(build_dir, "train", progress=False)
@@ -154,10 +155,14 @@ def test_val_figures_around_the_eye(build_dir: Path) -> None:
     assert same["n_eye_touched"] > 0  # the fixture build has occlusions over the eye
     assert same["eye_touched_in"] > 2.0
     assert same["eye_touched_out"] == pytest.approx(same["eye_touched_in"])
+    assert same["eye_touched_edges_out"] == pytest.approx(same["eye_touched_edges_in"])
+    assert same["eye_touched_edges_in"] > 0.0
+    assert same["eye_clean_edges_out"] == pytest.approx(0.0, abs=0.3)
     with torch.no_grad():  # mask open, offset +0.1: every pixel up by about 25 levels
         net.head.bias.copy_(torch.tensor([2.0, 0.0, 0.1, 0.0, 0.0, 0.0, 0.0]))
     lifted = evaluate(net, pairs, eye)
     assert 15.0 < lifted["eye_clean_out"] < 30.0
+    assert lifted["eye_clean_edges_out"] < 0.5 * lifted["eye_clean_out"]
     assert "eye_clean_out" not in evaluate(net, pairs)  # no eye, no eye figures
 
 
@@ -193,7 +198,8 @@ def test_deployed_network_applies_what_its_config_says() -> None:
         with torch.no_grad():
             net.head.bias.copy_(torch.tensor([2.0, 0.2, 0.3, 0.5, 0.5, 0.5, 0.5]))  # mask open
     x = torch.full((1, 1, 48, 64), 0.4)
-    m, g, o, r = nets["gain"].fields(x)
+    m, g, o, r, sharpen = nets["gain"].fields(x)
+    assert sharpen is None  # no such field unless configured
     assert float(o.abs().min()) > 0 and float(r.abs().min()) > 0
     gain = x + torch.sigmoid(m) * (x * torch.exp(g) - x)
     assert torch.allclose(nets["gain"](x), gain)
@@ -205,6 +211,63 @@ def test_deployed_network_applies_what_its_config_says() -> None:
     assert DeoccluderConfig.from_dict({**old, "apply": "full"}).apply == "full"
     with pytest.raises(ValueError, match="unknown de-occluder output"):
         DeoccluderConfig(apply="offset")
+
+
+def test_sharpening_field_undoes_a_haze() -> None:
+    """The unsharp mask, at the amount a haze of strength s calls for (s / (1 - s)), brings a
+    hazed frame (a blend toward its blurred copy) closer to the frame than the haze left it."""
+    cfg = DeoccluderConfig(frame_size=(64, 48), width=8, sharpen=True, haze_sigma=2.0)
+    net = DeoccluderNet(cfg)
+    rng = np.random.default_rng(0)
+    f = torch.from_numpy(cv2.GaussianBlur(rng.random((48, 64)).astype(np.float32), (0, 0), 1.0)
+                         )[None, None]
+    s = 0.4
+    x = (1 - s) * f + s * net._blur(f)
+    with torch.no_grad():
+        net.head.bias.copy_(torch.tensor([8.0, 0, 0, 0, 0, 0, 0, s / (1 - s)]))  # mask open
+    out = net.corrected(x)[0]
+    core = (..., slice(8, -8), slice(8, -8))  # away from the repeated border
+    assert float((out - f)[core].abs().mean()) < 0.5 * float((x - f)[core].abs().mean())
+    old = {"frame_size": [64, 48], "width": 8, "apply": "full"}
+    assert not DeoccluderConfig.from_dict(old).sharpen
+    assert DeoccluderConfig.from_dict({**old, "sharpen": True, "haze_sigma": 2.0}) == cfg
+    with pytest.raises(ValueError, match="haze_sigma"):
+        DeoccluderConfig(haze_sigma=0.0)
+
+
+def test_network_grown_to_sharpen_starts_as_the_one_without(tmp_path: Path) -> None:
+    from revavatar.learning.trainer import Checkpointer
+
+    torch.manual_seed(0)
+    plain = DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8))
+    with torch.no_grad():
+        for prm in plain.parameters():
+            prm.add_(0.05 * torch.randn_like(prm))  # not the identity
+    Checkpointer(tmp_path).save(10, {"net": plain})
+    grown = DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8, sharpen=True))
+    Checkpointer(tmp_path).load_weights({"net": grown}, new=())
+    x = torch.rand(1, 1, 48, 64)
+    assert not torch.allclose(plain(x), x)
+    assert torch.allclose(grown(x), plain(x), atol=1e-6)
+    assert float(grown.fields(x)[4].abs().max()) == 0.0
+
+
+def test_eye_crop_cuts_the_same_window_near_the_eye() -> None:
+    from revavatar.learning.train_deocclusion import eye_crop
+
+    a = torch.arange(2 * 48 * 64, dtype=torch.float32).view(2, 1, 48, 64)
+    w = a[:1] * 2
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        ca, cw = eye_crop((a, w), (24, 50), 32, rng)
+        assert ca.shape == (2, 1, 32, 32) and cw.shape == (1, 1, 32, 32)
+        assert torch.equal(cw[0], ca[0] * 2)  # one window for every tensor
+        top, left = divmod(int(ca[0, 0, 0, 0]), 64)
+        assert 0 <= top <= 16 and 26 <= left <= 32  # centre -16, +-8 of jitter, kept inside
+    with pytest.raises(ValueError, match="multiple of 4"):
+        eye_crop((a,), (24, 32), 30, rng)
+    with pytest.raises(ValueError, match="at most 48"):
+        eye_crop((a,), (24, 32), 52, rng)
 
 
 def test_eye_weight_map_peaks_where_the_camera_sees_the_eye() -> None:
@@ -241,6 +304,23 @@ def test_weighted_loss_counts_the_eye_more() -> None:
             > 1.5 * pair_loss(net, x, x, mask_skin, weight)[1]["bce"])
 
 
+def test_edge_term_counts_a_smeared_edge_not_a_level_shift() -> None:
+    net = DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8))
+    x = torch.full((1, 1, 48, 64), 0.4)
+    x[..., 24:] = 0.6  # an edge the network (the identity) keeps
+    mask = torch.zeros_like(x)
+    smeared = x.clone()
+    smeared[..., 23:25, :] = 0.5
+    shifted = x + 0.05
+    assert "edge_rmse" not in pair_loss(net, x, smeared, mask)[1]
+    edge = {k: pair_loss(net, x, y, mask, edge=1.0)[1] for k, y in
+            (("same", x), ("smeared", smeared), ("shifted", shifted))}
+    assert edge["same"]["edge_rmse"] == 0.0 and edge["shifted"]["edge_rmse"] < 1e-3
+    assert edge["smeared"]["edge_rmse"] > 1.0
+    assert edge["shifted"]["rmse"] > edge["smeared"]["rmse"]  # the plain MSE sees it the other way
+    assert edge["smeared"]["loss"] > pair_loss(net, x, smeared, mask)[1]["loss"]
+
+
 def test_correction_learns_under_the_mask_while_the_mask_is_shut() -> None:
     """The correction term trains the gain where the mask says occlusion, even before the mask
     opens: one step on a darkened pair must raise the gain there."""
@@ -254,7 +334,7 @@ def test_correction_learns_under_the_mask_while_the_mask_is_shut() -> None:
     loss, _ = pair_loss(net, x, y, mask)
     loss.backward()
     opt.step()
-    _, gain, _, _ = net.fields(x)
+    gain = net.fields(x)[1]
     assert float(gain[..., 20:28, 28:36].mean().detach()) > 0.0
 
 
@@ -359,6 +439,17 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
     frame = cv2.imread(VRFaceIndex(build_dir).samples("val")[0]["left_eye"],
                        cv2.IMREAD_UNCHANGED)
     assert OnnxDeoccluder(tmp_path / "m")(frame, "left_eye").shape == frame.shape
+    # grown to sharpen and trained on eye windows, from that run's weights on a fresh schedule
+    grown = [*base[:10], "--out", str(tmp_path / "g"), "--ckpt", str(tmp_path / "cg"),
+             "--threads", "1", "--no-progress", "--eye-weight", "2"]
+    run_from_args(parser.parse_args([*grown, "--steps", "2", "--sharpen", "--crop", "32",
+                                     "--init-from", str(tmp_path / "c"), "--edge-weight", "0.5"]))
+    card = json.loads((tmp_path / "g" / "card.json").read_text())
+    assert card["steps"] == 2 and card["config"]["sharpen"] and card["crop"] == 32
+    assert card["init_from"] == str(tmp_path / "c")
+    assert "--edge-weight 0.5 --sharpen --crop 32 --init-from" in card["command"]
+    assert {"eye_touched_edges_in", "eye_touched_edges_out", "eye_clean_edges_out"} <= set(card["val"])
+    assert OnnxDeoccluder(tmp_path / "g")(frame, "left_eye").shape == frame.shape
     with pytest.raises(ValueError, match="p-occlusion"):
         run_from_args(parser.parse_args([*base, "--steps", "1", "--p-occlusion", "0"]))
     with pytest.raises(ValueError, match="stop-at"):

@@ -65,19 +65,31 @@ class DeoccluderConfig:
     #: what the deployed forward (and so the ONNX export) applies: the ``"full"`` training-time
     #: correction or the ``"gain"`` alone (:data:`APPLIES`)
     apply: str = "full"
+    #: a fourth field, the amount of ``x - blur(x)`` added back: the inverse of a lens smudge's
+    #: haze (a blend toward a blurred copy) is an unsharp mask, which the residual would have to
+    #: build from its own convolutions
+    sharpen: bool = False
+    #: the blur of that unsharp mask (Gaussian sigma, pixels): about the haze's own blur
+    haze_sigma: float = 5.8
 
     def __post_init__(self) -> None:
         if self.apply not in APPLIES:
             msg = f"unknown de-occluder output {self.apply!r}; expected one of {', '.join(APPLIES)}"
+            raise ValueError(msg)
+        if self.haze_sigma <= 0:
+            msg = f"haze_sigma must be positive, got {self.haze_sigma}"
             raise ValueError(msg)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DeoccluderConfig:
         """A card without ``apply`` loads as ``"gain"``: that is what the exports of commits
         515bb6b..e9cab60 applied (the first exports, of acf5d87, applied the full correction
-        and cannot be told apart by their card; none of either was committed)."""
+        and cannot be told apart by their card; none of either was committed). A card without
+        ``sharpen`` is a network without that field."""
         return cls(frame_size=(int(d["frame_size"][0]), int(d["frame_size"][1])),
-                   width=int(d["width"]), apply=str(d.get("apply", "gain")))
+                   width=int(d["width"]), apply=str(d.get("apply", "gain")),
+                   sharpen=bool(d.get("sharpen", False)),
+                   haze_sigma=float(d.get("haze_sigma", cls.haze_sigma)))
 
 
 def _conv(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
@@ -119,7 +131,9 @@ class DeoccluderNet(nn.Module):
         self.down = nn.Sequential(_conv(c, 2 * c, stride=2), _conv(2 * c, 2 * c))  # quarter
         self.context = nn.Sequential(*[_Residual(2 * c, d) for d in (2, 4, 8, 16)])
         self.up = nn.Sequential(_conv(3 * c, c), _conv(c, c))
-        self.head = nn.Conv2d(c, 3 + 4, 3, padding=1)  # 3 fields + a 2x2-shuffled residual
+        # 3 fields, a 2x2-shuffled residual, then the sharpening field (last, so that a network
+        # grown to have it starts as the one without: trainer.Checkpointer.load_weights)
+        self.head = nn.Conv2d(c, 3 + 4 + int(self.config.sharpen), 3, padding=1)
         for mod in self.modules():
             if isinstance(mod, nn.Conv2d):
                 nn.init.kaiming_normal_(mod.weight, a=0.1, nonlinearity="leaky_relu")
@@ -131,23 +145,36 @@ class DeoccluderNet(nn.Module):
             self.head.bias[0] = -4.0 / self.FIELD_SCALE[0]  # mask logit -4: shut
         self.register_buffer("scale", torch.tensor(self.FIELD_SCALE).view(1, 3, 1, 1),
                              persistent=False)
+        self.register_buffer("haze", _gaussian_taps(self.config.haze_sigma), persistent=False)
 
     def fields(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(mask logit, log-gain, offset, residual), each (N, 1, H, W)."""
+        """(mask logit, log-gain, offset, residual, sharpening or None), each (N, 1, H, W)."""
         a = self.stem(F.pixel_unshuffle(x - 0.5, 2))
         b = self.context(self.down(a))
         b = F.interpolate(b, size=a.shape[-2:], mode="bilinear", align_corners=False)
         h = self.head(self.up(torch.cat([a, b], 1)))
         low = F.interpolate(h[:, :3] * self.scale, size=x.shape[-2:], mode="bilinear",
                             align_corners=False)
-        return low[:, :1], low[:, 1:2], low[:, 2:3], F.pixel_shuffle(h[:, 3:], 2)
+        sharpen = None
+        if self.config.sharpen:
+            sharpen = F.interpolate(h[:, 7:8], size=x.shape[-2:], mode="bilinear",
+                                    align_corners=False)
+        return low[:, :1], low[:, 1:2], low[:, 2:3], F.pixel_shuffle(h[:, 3:7], 2), sharpen
 
     def corrected(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training: (output, mask logit, the correction before the mask), with the full
-        correction (gain, offset and residual)."""
-        m, g, o, r = self.fields(x)
+        correction (gain, offset, residual and, with ``config.sharpen``, the unsharp mask)."""
+        m, g, o, r, sharpen = self.fields(x)
         fixed = x * torch.exp(g) + o + 0.1 * r
+        if sharpen is not None:
+            fixed = fixed + sharpen * (x - self._blur(x))
         return x + torch.sigmoid(m) * (fixed - x), m, fixed
+
+    def _blur(self, x: torch.Tensor) -> torch.Tensor:
+        """Separable Gaussian (``config.haze_sigma``), the border repeated."""
+        r = self.haze.shape[-1] // 2
+        x = F.pad(x, (r, r, r, r), mode="replicate")
+        return F.conv2d(F.conv2d(x, self.haze), self.haze.transpose(-1, -2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Deployed: x (N, 1, H, W) in [0, 1] -> the corrected frame, (N, 1, H, W) clamped to
@@ -159,12 +186,23 @@ class DeoccluderNet(nn.Module):
         return (x + torch.sigmoid(m) * (x * torch.exp(g) - x)).clamp(0.0, 1.0)
 
 
+def _gaussian_taps(sigma: float) -> torch.Tensor:
+    """(1, 1, 1, 2r+1) normalised Gaussian taps, r = ceil(3 sigma)."""
+    r = int(np.ceil(3.0 * sigma))
+    t = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    return torch.from_numpy((t / t.sum()).astype(np.float32)).view(1, 1, 1, -1)
+
+
 def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
-              weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+              weight: torch.Tensor | None = None, edge: float = 0.0
+              ) -> tuple[torch.Tensor, dict[str, float]]:
     """MSE of the output, MSE of the correction inside the true mask (and, at a tenth of the
     weight, outside it), and the mask's BCE; ``weight`` (broadcast to the frames) weights the
     pixels of all four (:func:`eye_weight_map`): a mask that opens on the eye's own dark parts
-    moves the gaze, one that opens on the cheek does not.
+    moves the gaze, one that opens on the cheek does not. ``edge`` adds, at that weight, the
+    MSE of the output's gradients (weighted alike): the gaze probe reads the iris and lid edges,
+    and a gain a few levels off across the eye costs the plain MSE more than an edge moved or
+    smeared, which is what moves the gaze (reports/alignment.md).
 
     The correction's own terms train it whatever the mask says: without the inside one the mask
     stays shut (opening it onto a poor correction costs) and the correction, seen through a shut
@@ -179,9 +217,25 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
     outside = (err * (1.0 - mask)).sum() / (w * (1.0 - mask)).sum().clamp(min=1.0)
     bce = (F.binary_cross_entropy_with_logits(logit, mask, reduction="none") * w).sum() / w.sum()
     loss = 100.0 * (rec + inside + 0.1 * outside) + bce
-    return loss, {"loss": float(loss.detach()), "rmse": float(rec.detach().sqrt() * 255),
-                  "inside_rmse": float(inside.detach().sqrt() * 255),
-                  "outside_rmse": float(outside.detach().sqrt() * 255), "bce": float(bce.detach())}
+    parts = {"rmse": float(rec.detach().sqrt() * 255),
+             "inside_rmse": float(inside.detach().sqrt() * 255),
+             "outside_rmse": float(outside.detach().sqrt() * 255), "bce": float(bce.detach())}
+    if edge > 0:
+        grad = _gradient_error(out, y, w)
+        loss = loss + 100.0 * edge * grad
+        parts["edge_rmse"] = float(grad.detach().sqrt() * 255)
+    return loss, {"loss": float(loss.detach()), **parts}
+
+
+def _gradient_error(out: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Weighted MSE between the horizontal and vertical differences of ``out`` and ``y``."""
+    err = torch.zeros((), dtype=out.dtype)
+    for dim in (-1, -2):
+        n = out.shape[dim] - 1
+        d = (out.diff(dim=dim) - y.diff(dim=dim)).pow(2)
+        ww = w.narrow(dim, 0, n)
+        err = err + (d * ww).sum() / ww.sum()
+    return err
 
 
 def eye_weight_map(camera: Any, layout: Any, gain: float,
@@ -378,6 +432,10 @@ def _figures(val: dict[str, Any] | None) -> str:
                      f"{val['eye_touched_out']:.2f}")
     if val.get("eye_clean_out") is not None:
         parts.append(f"clean eyes moved by {val['eye_clean_out']:.2f}")
+    if val.get("eye_touched_edges_out") is not None:
+        parts.append(f"their high-pass (sigma 3 px) on touched eyes "
+                     f"{val['eye_touched_edges_in']:.2f} -> {val['eye_touched_edges_out']:.2f}, "
+                     f"on clean eyes moved by {val['eye_clean_edges_out']:.2f}")
     return head + (": " + ", ".join(parts) if parts else "")
 
 
