@@ -71,6 +71,10 @@ class DeoccluderConfig:
     sharpen: bool = False
     #: the blur of that unsharp mask (Gaussian sigma, pixels): about the haze's own blur
     haze_sigma: float = 5.8
+    #: subtracted from the mask's logit in the deployed forward only: a network trained to open
+    #: its mask wherever an occlusion is likely also opens it on some clean eyes; a shift,
+    #: picked on val, keeps the confident corrections and shuts the doubtful ones
+    mask_bias: float = 0.0
 
     def __post_init__(self) -> None:
         if self.apply not in APPLIES:
@@ -89,7 +93,8 @@ class DeoccluderConfig:
         return cls(frame_size=(int(d["frame_size"][0]), int(d["frame_size"][1])),
                    width=int(d["width"]), apply=str(d.get("apply", "gain")),
                    sharpen=bool(d.get("sharpen", False)),
-                   haze_sigma=float(d.get("haze_sigma", cls.haze_sigma)))
+                   haze_sigma=float(d.get("haze_sigma", cls.haze_sigma)),
+                   mask_bias=float(d.get("mask_bias", 0.0)))
 
 
 def _conv(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
@@ -179,11 +184,14 @@ class DeoccluderNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Deployed: x (N, 1, H, W) in [0, 1] -> the corrected frame, (N, 1, H, W) clamped to
         [0, 1]: the full correction, or with ``config.apply == "gain"`` the frame times the gain
-        behind the mask (the offset and the residual left out)."""
+        (the offset and the residual left out), behind the mask shifted by
+        ``config.mask_bias``."""
         if self.config.apply == "full":
-            return self.corrected(x)[0].clamp(0.0, 1.0)
-        m, g = self.fields(x)[:2]
-        return (x + torch.sigmoid(m) * (x * torch.exp(g) - x)).clamp(0.0, 1.0)
+            _, m, fixed = self.corrected(x)
+        else:
+            m, g = self.fields(x)[:2]
+            fixed = x * torch.exp(g)
+        return (x + torch.sigmoid(m - self.config.mask_bias) * (fixed - x)).clamp(0.0, 1.0)
 
 
 def _gaussian_taps(sigma: float) -> torch.Tensor:
@@ -448,6 +456,10 @@ _APPLIED: Final = {
 }
 
 
+def _mask_bias(bias: float) -> str:
+    return f", the mask's logit lowered by {bias:g}" if bias else ""
+
+
 def _readme(card: dict[str, Any]) -> str:
     cfg = card["config"]
     return "\n".join([
@@ -457,7 +469,8 @@ def _readme(card: dict[str, Any]) -> str:
         "mirrored in and out. Runs before every aligner (`core.deocclusion.OnnxDeoccluder`).",
         f"- Network: a mask, a log-gain and an offset field at half resolution and a "
         f"full-resolution residual (width {cfg['width']}, {card['params']:,} parameters), all "
-        "trained; deployed (ONNX), " + _APPLIED[DeoccluderConfig.from_dict(cfg).apply] + ".",
+        "trained; deployed (ONNX), " + _APPLIED[DeoccluderConfig.from_dict(cfg).apply]
+        + _mask_bias(DeoccluderConfig.from_dict(cfg).mask_bias) + ".",
         f"- Data: `{card.get('data')}`, {card.get('train_frames')} train eye frames replayed "
         "up to the occlusion, a fresh occlusion (probability "
         f"{card.get('p_occlusion')}) and the frame's own later effects and JPEG per draw.",

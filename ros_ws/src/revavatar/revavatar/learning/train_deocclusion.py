@@ -60,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default) or the gain alone (learning.deocclusion)")
     parser.add_argument("--p-occlusion", type=float, default=0.75,
                         help="share of drawn pairs that get an occlusion (default %(default)g)")
+    parser.add_argument("--mask-bias", type=float, default=0.0,
+                        help="lower the exported model's mask logit by this much "
+                             "(DeoccluderConfig.mask_bias; training is unaffected, so with "
+                             "--resume at the last step it only re-exports)")
     parser.add_argument("--edge-weight", type=float, default=0.0,
                         help="weight of the output's gradient error in the loss "
                              "(learning.deocclusion.pair_loss edge; 0 = none, the default)")
@@ -196,7 +200,7 @@ def train(args: argparse.Namespace) -> Path:
     eye = eye_window(val)
     centre = np.unravel_index(int(np.argmax(eye)), eye.shape)
     net = DeoccluderNet(DeoccluderConfig(frame_size=(w, h), width=args.width, apply=args.apply,
-                                         sharpen=args.sharpen))
+                                         sharpen=args.sharpen, mask_bias=args.mask_bias))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     ckpt, log, vlog = Checkpointer(args.ckpt), LossLog(args.ckpt), LossLog(args.ckpt, "val.csv")
     step, wall = 0, 0.0
@@ -261,6 +265,7 @@ def _card(args: argparse.Namespace, frames: int, step: int, wall: float,
                         f"{args.val_samples} --p-occlusion {args.p_occlusion:g} "
                         f"--threads {args.threads} --apply {args.apply}"
                         + (f" --eye-weight {args.eye_weight:g}" if args.eye_weight > 0 else "")
+                        + (f" --mask-bias {args.mask_bias:g}" if args.mask_bias else "")
                         + (f" --edge-weight {args.edge_weight:g}" if args.edge_weight > 0
                            else "")
                         + (" --sharpen" if args.sharpen else "")
