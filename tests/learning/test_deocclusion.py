@@ -206,8 +206,15 @@ def test_deployed_network_applies_what_its_config_says() -> None:
     full = nets["full"].corrected(x)[0]
     assert not torch.allclose(full, gain)
     assert torch.allclose(nets["full"](x), full.clamp(0.0, 1.0))
+    shifted = DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8, mask_bias=1.5))
+    shifted.load_state_dict(nets["full"].state_dict())
+    _, m, fixed = nets["full"].corrected(x)
+    assert torch.allclose(shifted(x), (x + torch.sigmoid(m - 1.5) * (fixed - x)).clamp(0, 1))
+    assert torch.equal(shifted.corrected(x)[0], full)  # training does not see the shift
     old = {"frame_size": [64, 48], "width": 8}
     assert DeoccluderConfig.from_dict(old).apply == "gain"
+    assert DeoccluderConfig.from_dict(old).mask_bias == 0.0
+    assert DeoccluderConfig.from_dict({**old, "mask_bias": 2}).mask_bias == 2.0
     assert DeoccluderConfig.from_dict({**old, "apply": "full"}).apply == "full"
     with pytest.raises(ValueError, match="unknown de-occluder output"):
         DeoccluderConfig(apply="offset")
@@ -436,6 +443,12 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
     card = json.loads((tmp_path / "m" / "card.json").read_text())
     assert card["steps"] == 3 and card["config"]["apply"] == "gain"
     assert "the gain where the mask is open" in (tmp_path / "m" / "README.md").read_text()
+    run_from_args(parser.parse_args([*base, "--steps", "4", "--stop-at", "3", "--resume",
+                                     "--mask-bias", "2"]))  # only re-exports, the mask shifted
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["steps"] == 3 and card["config"]["mask_bias"] == 2.0
+    assert "--mask-bias 2" in card["command"]
+    assert "mask's logit lowered by 2" in (tmp_path / "m" / "README.md").read_text()
     frame = cv2.imread(VRFaceIndex(build_dir).samples("val")[0]["left_eye"],
                        cv2.IMREAD_UNCHANGED)
     assert OnnxDeoccluder(tmp_path / "m")(frame, "left_eye").shape == frame.shape
