@@ -22,7 +22,10 @@ was. Weighted to the eye (``pair_loss(weight=eye_weight_map(...))``: the pixel l
 mask's BCE) and trained long enough, the full correction (``apply = "full"``, the default)
 lowers the gaze error of occluded eyes more than it raises that of clean ones, on test and on
 val; ``models/deocclusion`` is such a run, picked among its checkpoints on the eye-weighted val
-figures of :func:`revavatar.learning.train_deocclusion.evaluate` and then on val gaze.
+figures of :func:`revavatar.learning.train_deocclusion.evaluate` and then on val gaze. The
+options added after it (``DeoccluderConfig.sharpen`` and ``mask_bias``, the gradient term of
+:func:`pair_loss`, training on eye windows) are measured there too; none has yet lowered the
+val gaze error below the shipped model's.
 
 Training pairs are exact: :class:`OcclusionPairs` re-renders a build's train samples
 (:mod:`revavatar.vrface.replay`), runs each view's recorded effects up to the occlusion, then
