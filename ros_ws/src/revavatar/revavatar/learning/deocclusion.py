@@ -75,8 +75,9 @@ class DeoccluderConfig:
     #: the blur of that unsharp mask (Gaussian sigma, pixels): about the haze's own blur
     haze_sigma: float = 5.8
     #: subtracted from the mask's logit in the deployed forward only: a network trained to open
-    #: its mask wherever an occlusion is likely also opens it on some clean eyes; a shift,
-    #: picked on val, keeps the confident corrections and shuts the doubtful ones
+    #: its mask wherever an occlusion is likely also opens it on some clean eyes; a shift keeps
+    #: the confident corrections and shuts the doubtful ones (on val it traded touched against
+    #: clean eyes and left the gaze level: reports/alignment.md)
     mask_bias: float = 0.0
 
     def __post_init__(self) -> None:
@@ -212,8 +213,9 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
     pixels of all four (:func:`eye_weight_map`): a mask that opens on the eye's own dark parts
     moves the gaze, one that opens on the cheek does not. ``edge`` adds, at that weight, the
     MSE of the output's gradients (weighted alike): the gaze probe reads the iris and lid edges,
-    and a gain a few levels off across the eye costs the plain MSE more than an edge moved or
-    smeared, which is what moves the gaze (reports/alignment.md).
+    and the plain MSE charges a gain a few levels off across the eye more than a smeared edge
+    (measured in reports/alignment.md: it sharpened the eye's edges against its control run, and
+    had not beaten the shipped model when the runs stopped).
 
     The correction's own terms train it whatever the mask says: without the inside one the mask
     stays shut (opening it onto a poor correction costs) and the correction, seen through a shut

@@ -113,7 +113,8 @@ def evaluate(net: DeoccluderNet, data: OcclusionPairs,
     on clean frames, and on the occluded frames whose eye the occlusion touched (by more than
     2 levels there), of the gray levels and of their high-pass (``_edges``: the frame less its
     Gaussian blur, sigma 3 px). The frame-wide figures did not tell a checkpoint that moves the
-    gaze from one that does not (reports/alignment.md); the eye's did, the high-pass best."""
+    gaze from one that does not (reports/alignment.md); the eye's did for runs 4-6, though
+    neither follows differences in val gaze of a few hundredths of a degree."""
     net.eval()
     rows: dict[bool, list[tuple[float, ...]]] = {True: [], False: []}
     w = None if eye is None else eye / eye.sum()
@@ -199,6 +200,7 @@ def train(args: argparse.Namespace) -> Path:
     weight = _eye_map(data, args.eye_weight) if args.eye_weight > 0 else None
     eye = eye_window(val)
     centre = np.unravel_index(int(np.argmax(eye)), eye.shape)
+    everywhere = torch.ones(1, 1, h, w)  # the weights --crop cuts when there is no eye weight
     net = DeoccluderNet(DeoccluderConfig(frame_size=(w, h), width=args.width, apply=args.apply,
                                          sharpen=args.sharpen, mask_bias=args.mask_bias))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
@@ -223,8 +225,8 @@ def train(args: argparse.Namespace) -> Path:
         x, y, mask = data.batch(rng, args.batch, args.p_occlusion)
         wmap = weight
         if args.crop:
-            x, y, mask, wmap = eye_crop((x, y, mask, _eye_map(data, 0.0) if weight is None
-                                         else weight), centre, args.crop, rng)
+            x, y, mask, wmap = eye_crop((x, y, mask, everywhere if weight is None else weight),
+                                        centre, args.crop, rng)
         loss, parts = pair_loss(net, x, y, mask, wmap, args.edge_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
