@@ -465,5 +465,7 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
     assert OnnxDeoccluder(tmp_path / "g")(frame, "left_eye").shape == frame.shape
     with pytest.raises(ValueError, match="p-occlusion"):
         run_from_args(parser.parse_args([*base, "--steps", "1", "--p-occlusion", "0"]))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        run_from_args(parser.parse_args([*base, "--steps", "1", "--crop", "30"]))
     with pytest.raises(ValueError, match="stop-at"):
         run_from_args(parser.parse_args([*base, "--steps", "4", "--stop-at", "5"]))

@@ -184,6 +184,9 @@ def train(args: argparse.Namespace) -> Path:
     if not 0.0 < args.p_occlusion <= 1.0:
         msg = f"--p-occlusion {args.p_occlusion} must lie in (0, 1]"
         raise ValueError(msg)
+    if args.crop is not None and (args.crop <= 0 or args.crop % 4):
+        msg = f"--crop {args.crop}: must be a positive multiple of 4"
+        raise ValueError(msg)  # before the frames are replayed; the frame bounds it later
     stop = args.steps if args.stop_at is None else args.stop_at
     if not 0 < stop <= args.steps:
         msg = f"--stop-at {args.stop_at} must lie in [1, --steps {args.steps}]"
