@@ -469,3 +469,31 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
         run_from_args(parser.parse_args([*base, "--steps", "1", "--crop", "30"]))
     with pytest.raises(ValueError, match="stop-at"):
         run_from_args(parser.parse_args([*base, "--steps", "4", "--stop-at", "5"]))
+
+
+def test_train_stops_on_a_loss_that_is_not_finite(build_dir: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that blows up (one from scratch with --sharpen and lr 2e-3 did, at step 3122)
+    stops at once, keeps its checkpoints and exports nothing of the broken weights."""
+    from revavatar.learning import train_deocclusion
+    from revavatar.learning.trainer import Checkpointer
+
+    parser = argparse.ArgumentParser()
+    train_deocclusion.add_arguments(parser)
+    args = parser.parse_args(["--data", str(build_dir), "--batch", "2", "--every", "1",
+                              "--width", "8", "--val-samples", "2", "--steps", "4",
+                              "--out", str(tmp_path / "m"), "--ckpt", str(tmp_path / "c"),
+                              "--threads", "1", "--no-progress"])
+    real = train_deocclusion.pair_loss
+
+    def blows_up_at_step_3(net, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        loss, parts = real(net, *a, **k)
+        blows_up_at_step_3.calls += 1
+        return (loss * float("nan"), parts) if blows_up_at_step_3.calls == 3 else (loss, parts)
+
+    blows_up_at_step_3.calls = 0
+    monkeypatch.setattr(train_deocclusion, "pair_loss", blows_up_at_step_3)
+    with pytest.raises(FloatingPointError, match="step 3.*step_00000002"):
+        train_deocclusion.run_from_args(args)
+    assert Checkpointer(tmp_path / "c").latest().name == "step_00000002"
+    assert json.loads((tmp_path / "m" / "card.json").read_text())["steps"] == 2

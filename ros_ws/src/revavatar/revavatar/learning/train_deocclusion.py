@@ -231,6 +231,11 @@ def train(args: argparse.Namespace) -> Path:
             x, y, mask, wmap = eye_crop((x, y, mask, everywhere if weight is None else weight),
                                         centre, args.crop, rng)
         loss, parts = pair_loss(net, x, y, mask, wmap, args.edge_weight)
+        if not torch.isfinite(loss):
+            last = ckpt.latest()
+            msg = (f"the loss is not finite at step {step} ({parts}); nothing was saved past "
+                   f"{last.name if last else 'the start'}: resume from it with a lower --lr")
+            raise FloatingPointError(msg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
