@@ -461,7 +461,8 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
     assert card["steps"] == 2 and card["config"]["sharpen"] and card["crop"] == 32
     assert card["init_from"] == str(tmp_path / "c")
     assert "--edge-weight 0.5 --sharpen --crop 32 --init-from" in card["command"]
-    assert {"eye_touched_edges_in", "eye_touched_edges_out", "eye_clean_edges_out"} <= set(card["val"])
+    edges = {"eye_touched_edges_in", "eye_touched_edges_out", "eye_clean_edges_out"}
+    assert edges <= set(card["val"])
     assert OnnxDeoccluder(tmp_path / "g")(frame, "left_eye").shape == frame.shape
     with pytest.raises(ValueError, match="p-occlusion"):
         run_from_args(parser.parse_args([*base, "--steps", "1", "--p-occlusion", "0"]))
