@@ -366,6 +366,8 @@ def test_enrollment_frames_add_other_frames_of_the_wearer_never_the_sample_own(
     assert max(len(many(e)) for e in entries) > 1  # the clip has more frames of the wearer
     with pytest.raises(ValueError, match="at least 1 frame"):
         enrollment_frames(index, "test", 0)
+    with pytest.warns(UserWarning, match="at most .* reference frames per wearer"):
+        enrollment_frames(index, "test", 1000)
     e = next(x for x in entries if len(many(x)) > 1)
     surfaces = ReferenceSurfaces(CanonicalLayout(index.layout_size))
     single, mean = surfaces.depth(e["reference"]), surfaces.depth(many(e))

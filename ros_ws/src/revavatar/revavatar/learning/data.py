@@ -15,6 +15,7 @@ image inside the cores; :mod:`revavatar.learning.lpips` wants RGB, so flip with
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -229,6 +230,10 @@ def enrollment_frames(index: Any, split: str,
         src = e.get("reference_source") or {}
         pool.setdefault(str(e.get("identity", "")), {})[e["reference"]] = (
             str(src.get("file")), int(src.get("frame", -1)))
+    most = max((len(v) for v in pool.values()), default=0)
+    if most < frames:  # e.g. VR-Face builds draw 8 reference frames per wearer
+        warnings.warn(f"the {split} split has at most {most} reference frames per wearer: "
+                      f"enrollments of {frames} frames use what there is", stacklevel=2)
 
     def refs(entry: dict[str, Any]) -> list[str]:
         src = entry.get("source") or {}
