@@ -98,7 +98,7 @@ class DeoccluderConfig:
                    width=int(d["width"]), apply=str(d.get("apply", "gain")),
                    sharpen=bool(d.get("sharpen", False)),
                    haze_sigma=float(d.get("haze_sigma", cls.haze_sigma)),
-                   mask_bias=float(d.get("mask_bias", 0.0)))
+                   mask_bias=float(d.get("mask_bias", cls.mask_bias)))
 
 
 def _conv(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
@@ -467,6 +467,7 @@ def _mask_bias(bias: float) -> str:
 
 def _readme(card: dict[str, Any]) -> str:
     cfg = card["config"]
+    config = DeoccluderConfig.from_dict(cfg)
     return "\n".join([
         "# Eye-camera de-occluder (`learning.deocclusion`)", "",
         f"- Task: gray eye-camera frame ({cfg['frame_size'][0]}x{cfg['frame_size'][1]}) -> the "
@@ -474,8 +475,8 @@ def _readme(card: dict[str, Any]) -> str:
         "mirrored in and out. Runs before every aligner (`core.deocclusion.OnnxDeoccluder`).",
         f"- Network: a mask, a log-gain and an offset field at half resolution and a "
         f"full-resolution residual (width {cfg['width']}, {card['params']:,} parameters), all "
-        "trained; deployed (ONNX), " + _APPLIED[DeoccluderConfig.from_dict(cfg).apply]
-        + _mask_bias(DeoccluderConfig.from_dict(cfg).mask_bias) + ".",
+        "trained; deployed (ONNX), " + _APPLIED[config.apply] + _mask_bias(config.mask_bias)
+        + ".",
         f"- Data: `{card.get('data')}`, {card.get('train_frames')} train eye frames replayed "
         "up to the occlusion, a fresh occlusion (probability "
         f"{card.get('p_occlusion')}) and the frame's own later effects and JPEG per draw.",

@@ -170,13 +170,19 @@ def eye_crop(tensors: tuple[torch.Tensor, ...], centre: tuple[int, int], size: i
     included), around ``centre`` (row, column) moved by up to a quarter of ``size`` and kept
     inside the frame."""
     h, w = tensors[0].shape[-2:]
-    if size % 4 or not 0 < size <= min(h, w):
-        msg = f"--crop {size}: must be a positive multiple of 4, at most {min(h, w)}"
-        raise ValueError(msg)
+    _check_crop(size, min(h, w))
     j = size // 4
     top, left = (int(np.clip(c - size // 2 + rng.integers(-j, j + 1), 0, n - size))
                  for c, n in zip(centre, (h, w), strict=True))
     return tuple(t[..., top:top + size, left:left + size] for t in tensors)
+
+
+def _check_crop(size: int, limit: int | None = None) -> None:
+    """Refuse a crop that is not a positive multiple of 4 (of at most ``limit``)."""
+    if size <= 0 or size % 4 or (limit is not None and size > limit):
+        bound = f", at most {limit}" if limit is not None else ""
+        msg = f"--crop {size}: must be a positive multiple of 4{bound}"
+        raise ValueError(msg)
 
 
 def train(args: argparse.Namespace) -> Path:
@@ -184,9 +190,8 @@ def train(args: argparse.Namespace) -> Path:
     if not 0.0 < args.p_occlusion <= 1.0:
         msg = f"--p-occlusion {args.p_occlusion} must lie in (0, 1]"
         raise ValueError(msg)
-    if args.crop is not None and (args.crop <= 0 or args.crop % 4):
-        msg = f"--crop {args.crop}: must be a positive multiple of 4"
-        raise ValueError(msg)  # before the frames are replayed; the frame bounds it later
+    if args.crop is not None:
+        _check_crop(args.crop)  # before the frames are replayed; the frame bounds it later
     stop = args.steps if args.stop_at is None else args.stop_at
     if not 0 < stop <= args.steps:
         msg = f"--stop-at {args.stop_at} must lie in [1, --steps {args.steps}]"
