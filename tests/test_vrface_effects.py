@@ -171,6 +171,25 @@ def test_occlusion_adds_dark_blobs_deterministically() -> None:
         _run("occlusion", img, n_blobs=20)
 
 
+def test_occlusion_fields_are_what_the_occlusion_did() -> None:
+    """The fields drawn from the same seed rebuild the occluded frame from the whole-frame haze
+    (the effect blurs only the smudge's window, to the same values)."""
+    img = _textured(gray=True)
+    params = {"n_blobs": 3, "size": 0.15, "darkness": 0.8, "smudge": 0.5}
+    out = fx.occlusion(img, np.random.default_rng(7), **params)
+    occ = fx.occlusion_fields(img.shape, np.random.default_rng(7), **params)
+    assert occ.gain.shape == img.shape and occ.gain.min() < 0.5 and occ.gain.max() == 1.0
+    assert occ.smudge is not None and occ.window is not None and occ.smudge.max() > 0.2
+    outside = np.ones(img.shape, bool)
+    outside[occ.window] = False
+    assert not occ.smudge[outside].any()
+    f = img.astype(np.float32)
+    rebuilt = occ.gain * (f * (1.0 - occ.smudge) + occ.haze(f) * occ.smudge)
+    assert np.abs(rebuilt - out).max() <= 0.5 + 1e-3  # the effect's rounding only
+    plain = fx.occlusion_fields(img.shape, np.random.default_rng(7), n_blobs=1, smudge=0.0)
+    assert plain.smudge is None and plain.window is None
+
+
 def test_eyebrow_reduction_only_touches_the_band() -> None:
     img = _textured(gray=True)
     out = _run("eyebrow_reduction", img, y0=0.1, y1=0.4, strength=0.9, darken=0.3, feather=0.02)

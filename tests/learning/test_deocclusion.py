@@ -17,6 +17,7 @@ from revavatar.learning.deocclusion import (
     DeoccluderConfig,
     DeoccluderNet,
     OcclusionPairs,
+    field_targets,
     mirror_for,
     pair_loss,
     save_deoccluder,
@@ -123,6 +124,37 @@ def test_pairs_draw_fresh_occlusions_over_the_replayed_frames(build_dir: Path,
     again = OcclusionPairs(build_dir, "train", cache=tmp_path / "f.npz", progress=False)
     assert np.array_equal(again.frames, pairs.frames) and again.after == pairs.after
     assert again.regions == pairs.regions
+
+
+def test_pairs_with_fields_draw_the_same_and_carry_the_exact_inverse(build_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    pairs = OcclusionPairs(build_dir, "train", cache=tmp_path / "f.npz", progress=False)
+    right = pairs.regions.index("right_eye")
+    for k in (0, right):
+        plain = pairs.pair(k, np.random.default_rng(5), p_occlusion=1.0)
+        x, y, m, t = pairs.pair(k, np.random.default_rng(5), p_occlusion=1.0, fields=True)
+        assert all(np.array_equal(a, b) for a, b in zip(plain, (x, y, m), strict=True))
+        assert t.shape == (2, *x.shape) and t.dtype == np.float32
+        assert t[0].max() > 0.3  # a blob's gain is undone by a log-gain above 0
+        # the targets undo the occlusion up to the later effects (blur, noise, JPEG)
+        undone = x.astype(np.float32) * np.exp(t[0]) + 255.0 * t[1]
+        inside = m > 0
+        before = np.abs(x.astype(np.float32) - y)[inside].mean()
+        assert np.abs(undone - y)[inside].mean() < 0.3 * before
+    x, y, m, t = pairs.pair(0, np.random.default_rng(5), p_occlusion=0.0, fields=True)
+    assert not t.any()
+    batch = pairs.batch(np.random.default_rng(1), 3, fields=True)
+    assert len(batch) == 4 and batch[3].shape == (3, 2, 240, 320)
+    assert len(pairs.batch(np.random.default_rng(1), 3)) == 3
+
+
+def test_field_targets_without_a_smudge_are_the_blobs_gain() -> None:
+    from revavatar.vrface.effects import occlusion_fields
+
+    occ = occlusion_fields((48, 64), np.random.default_rng(0), n_blobs=2, size=0.2,
+                           darkness=0.5, smudge=0.0)
+    t = field_targets(occ, np.full((48, 64), 100, np.uint8))
+    assert np.allclose(np.exp(-t[0]), occ.gain) and not t[1].any()
 
 
 def test_stored_frames_differ_from_their_replay_by_the_occlusion_only(build_dir: Path) -> None:
@@ -328,6 +360,24 @@ def test_edge_term_counts_a_smeared_edge_not_a_level_shift() -> None:
     assert edge["smeared"]["loss"] > pair_loss(net, x, smeared, mask)[1]["loss"]
 
 
+def test_field_term_pulls_the_gain_to_its_target() -> None:
+    torch.manual_seed(0)
+    net = DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8))
+    y = torch.full((1, 1, 48, 64), 0.6)
+    mask = torch.zeros_like(y)
+    targets = torch.zeros(1, 2, 48, 64)
+    assert pair_loss(net, y, y, mask, targets=targets, field=1.0)[1]["field_rmse"] < 1e-6
+    targets[:, 0, 12:36, 16:48] = 0.7  # a blob that halved the frame
+    loss, parts = pair_loss(net, y, y, mask, targets=targets, field=1.0)
+    assert parts["field_rmse"] > 0.2 and "field_rmse" not in pair_loss(net, y, y, mask)[1]
+    opt = torch.optim.SGD(net.parameters(), lr=1e-2)
+    loss.backward()
+    opt.step()
+    assert float(net.fields(y)[1][..., 20:28, 28:36].mean().detach()) > 0.0
+    with pytest.raises(ValueError, match="field targets"):
+        pair_loss(net, y, y, mask, field=1.0)
+
+
 def test_correction_learns_under_the_mask_while_the_mask_is_shut() -> None:
     """The correction term trains the gain where the mask says occlusion, even before the mask
     opens: one step on a darkened pair must raise the gain there."""
@@ -456,11 +506,12 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
     grown = [*base[:10], "--out", str(tmp_path / "g"), "--ckpt", str(tmp_path / "cg"),
              "--threads", "1", "--no-progress", "--eye-weight", "2"]
     run_from_args(parser.parse_args([*grown, "--steps", "2", "--sharpen", "--crop", "32",
-                                     "--init-from", str(tmp_path / "c"), "--edge-weight", "0.5"]))
+                                     "--init-from", str(tmp_path / "c"), "--edge-weight", "0.5",
+                                     "--field-weight", "3"]))
     card = json.loads((tmp_path / "g" / "card.json").read_text())
     assert card["steps"] == 2 and card["config"]["sharpen"] and card["crop"] == 32
     assert card["init_from"] == str(tmp_path / "c")
-    assert "--edge-weight 0.5 --sharpen --crop 32 --init-from" in card["command"]
+    assert "--edge-weight 0.5 --field-weight 3 --sharpen --crop 32 --init-from" in card["command"]
     edges = {"eye_touched_edges_in", "eye_touched_edges_out", "eye_clean_edges_out"}
     assert edges <= set(card["val"])
     assert OnnxDeoccluder(tmp_path / "g")(frame, "left_eye").shape == frame.shape

@@ -50,8 +50,8 @@ from torch.nn import functional as F
 
 from revavatar.core.canonical import EYE_SIDES
 
-__all__ = ["DeoccluderConfig", "DeoccluderNet", "OcclusionPairs", "eye_weight_map", "mirror_for",
-           "pair_loss", "save_deoccluder"]
+__all__ = ["DeoccluderConfig", "DeoccluderNet", "OcclusionPairs", "eye_weight_map", "field_targets",
+           "mirror_for", "pair_loss", "save_deoccluder"]
 
 #: gray-level change from which a pixel counts as occluded (the mask's training target)
 MASK_LEVELS: Final = 2
@@ -173,7 +173,13 @@ class DeoccluderNet(nn.Module):
     def corrected(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training: (output, mask logit, the correction before the mask), with the full
         correction (gain, offset, residual and, with ``config.sharpen``, the unsharp mask)."""
-        m, g, o, r, sharpen = self.fields(x)
+        return self.apply_fields(x, self.fields(x))
+
+    def apply_fields(self, x: torch.Tensor, fields: tuple[torch.Tensor, ...]
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`corrected` from fields already computed (a loss on the fields as well needs
+        them without a second forward pass)."""
+        m, g, o, r, sharpen = fields
         fixed = x * torch.exp(g) + o + 0.1 * r
         if sharpen is not None:
             fixed = fixed + sharpen * (x - self._blur(x))
@@ -206,7 +212,8 @@ def _gaussian_taps(sigma: float) -> torch.Tensor:
 
 
 def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
-              weight: torch.Tensor | None = None, edge: float = 0.0
+              weight: torch.Tensor | None = None, edge: float = 0.0,
+              targets: torch.Tensor | None = None, field: float = 0.0
               ) -> tuple[torch.Tensor, dict[str, float]]:
     """MSE of the output, MSE of the correction inside the true mask (and, at a tenth of the
     weight, outside it), and the mask's BCE; ``weight`` (broadcast to the frames) weights the
@@ -215,14 +222,19 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
     MSE of the output's gradients (weighted alike): the gaze probe reads the iris and lid edges,
     and the plain MSE charges a gain a few levels off across the eye more than a smeared edge
     (measured in reports/alignment.md: it sharpened the eye's edges against its control run, and
-    had not beaten the shipped model when the runs stopped).
+    had not beaten the shipped model when the runs stopped). ``field`` adds, at that weight, the
+    (weighted) MSE of the log-gain and offset fields against ``targets`` ((N, 2, H, W),
+    :func:`field_targets`): the exact inverse of the drawn occlusion. The gray levels say how
+    wrong the output is; the fields say which gain was wrong, in the same units on a dark iris
+    as on bright skin.
 
     The correction's own terms train it whatever the mask says: without the inside one the mask
     stays shut (opening it onto a poor correction costs) and the correction, seen through a shut
     mask, gets almost no gradient; without the outside one the correction is free where the mask
     is almost shut, and a mask at 0.05 over a correction 60 levels off moves clean frames.
     """
-    out, logit, fixed = net.corrected(x)
+    fields = net.fields(x)
+    out, logit, fixed = net.apply_fields(x, fields)
     w = torch.ones_like(y) if weight is None else weight.expand_as(y)
     rec = ((out - y).pow(2) * w).sum() / w.sum()
     err = (fixed - y).pow(2) * w
@@ -237,7 +249,30 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
         grad = _gradient_error(out, y, w)
         loss = loss + 100.0 * edge * grad
         parts["edge_rmse"] = float(grad.detach().sqrt() * 255)
+    if field > 0:
+        if targets is None:
+            msg = "a field loss needs the occlusions' field targets (OcclusionPairs.batch(fields=True))"
+            raise ValueError(msg)
+        err = ((torch.cat(fields[1:3], 1) - targets).pow(2) * w).sum() / (2.0 * w.sum())
+        loss = loss + field * err
+        parts["field_rmse"] = float(err.detach().sqrt())
     return loss, {"loss": float(loss.detach()), **parts}
+
+
+def field_targets(occ: Any, clean: np.ndarray) -> np.ndarray:
+    """(2, H, W) float32: the log-gain and the offset (in [0, 1] units) that undo the
+    occlusion ``occ`` (:class:`revavatar.vrface.effects.OcclusionFields`) of a frame whose
+    occlusion-free version, as stored, is ``clean`` (uint8). The occlusion multiplies by the
+    blobs' gain G a blend of the frame and its haze H with weight s, so the frame is
+    ``x / (G (1 - s)) - s H / (1 - s)``. The effects after the occlusion (blur, vignetting,
+    noise, JPEG) are left out of the targets; they are mild and smooth where the fields are."""
+    keep = occ.gain
+    offset = np.zeros_like(keep)
+    if occ.smudge is not None:
+        rest = 1.0 - occ.smudge
+        keep = keep * rest
+        offset = -occ.smudge / rest * occ.haze(clean.astype(np.float32)) / np.float32(255.0)
+    return np.stack([-np.log(keep), offset]).astype(np.float32)
 
 
 def _gradient_error(out: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -354,23 +389,34 @@ class OcclusionPairs:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def pair(self, k: int, rng: np.random.Generator, p_occlusion: float = 0.75
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def pair(self, k: int, rng: np.random.Generator, p_occlusion: float = 0.75,
+             fields: bool = False) -> tuple[np.ndarray, ...]:
         """(occluded, clean, mask) of frame ``k`` in the left eye's orientation: a fresh
         occlusion with probability ``p_occlusion`` (else the two frames are equal), then the
-        frame's own later effects and the build's JPEG on both, as the build ran them."""
+        frame's own later effects and the build's JPEG on both, as the build ran them. With
+        ``fields``, a fourth array: the (2, H, W) :func:`field_targets` (zeros without an
+        occlusion). The draws are the same either way."""
         from revavatar.vrface.effects import OcclusionParams, occlusion  # noqa: PLC0415
+        from revavatar.vrface.effects import occlusion_fields  # noqa: PLC0415
 
         clean = self.frames[k]
         hit = clean
+        occ = None
         if rng.random() < p_occlusion:
             p = OcclusionParams.draw(rng)
-            hit = occlusion(clean, np.random.default_rng(int(rng.integers(2**63 - 1))),
-                            **asdict(p))
+            seed = int(rng.integers(2**63 - 1))
+            hit = occlusion(clean, np.random.default_rng(seed), **asdict(p))
+            if fields:
+                occ = occlusion_fields(clean.shape, np.random.default_rng(seed), **asdict(p))
         mask = (np.abs(hit.astype(np.int16) - clean) > MASK_LEVELS).astype(np.float32)
         region = self.regions[k]
-        return tuple(mirror_for(region, a)  # type: ignore[return-value]
-                     for a in (self._finish(k, hit), self._finish(k, clean), mask))
+        truth = self._finish(k, clean)
+        out = [mirror_for(region, a) for a in (self._finish(k, hit), truth, mask)]
+        if fields:
+            t = (field_targets(occ, truth) if occ is not None
+                 else np.zeros((2, *clean.shape), np.float32))
+            out.append(np.stack([mirror_for(region, c) for c in t]))
+        return tuple(out)
 
     def _finish(self, k: int, frame: np.ndarray) -> np.ndarray:
         """The effects after the occlusion and the build's JPEG."""
@@ -395,16 +441,18 @@ class OcclusionPairs:
     def _entries(self) -> dict[int, dict[str, Any]]:
         return {int(e["index"]): e for e in self.index.samples(self.split)}
 
-    def batch(self, rng: np.random.Generator, n: int, p_occlusion: float = 0.75
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``n`` random pairs as (N, 1, H, W) tensors in [0, 1] (mask in {0, 1})."""
-        xs, ys, ms = zip(*(self.pair(int(k), rng, p_occlusion)
-                           for k in rng.integers(len(self), size=n)), strict=True)
+    def batch(self, rng: np.random.Generator, n: int, p_occlusion: float = 0.75,
+              fields: bool = False) -> tuple[torch.Tensor, ...]:
+        """``n`` random pairs as (N, 1, H, W) tensors in [0, 1] (mask in {0, 1}); with
+        ``fields``, the (N, 2, H, W) field targets as well."""
+        pairs = list(zip(*(self.pair(int(k), rng, p_occlusion, fields)
+                           for k in rng.integers(len(self), size=n)), strict=True))
 
         def t(a: tuple[np.ndarray, ...]) -> torch.Tensor:
             return torch.from_numpy(np.stack(a).astype(np.float32))[:, None]
 
-        return t(xs) / 255.0, t(ys) / 255.0, t(ms)
+        out = (t(pairs[0]) / 255.0, t(pairs[1]) / 255.0, t(pairs[2]))
+        return out + ((torch.from_numpy(np.stack(pairs[3])),) if fields else ())
 
 
 def save_deoccluder(net: DeoccluderNet, out: str | Path, card: dict[str, Any]) -> Path:

@@ -67,6 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--edge-weight", type=float, default=0.0,
                         help="weight of the output's gradient error in the loss "
                              "(learning.deocclusion.pair_loss edge; 0 = none, the default)")
+    parser.add_argument("--field-weight", type=float, default=0.0,
+                        help="weight of the log-gain and offset fields' error against the "
+                             "drawn occlusion's exact inverse (learning.deocclusion.pair_loss "
+                             "field; 0 = none, the default)")
     parser.add_argument("--sharpen", action="store_true",
                         help="add the unsharp-mask field (DeoccluderConfig.sharpen)")
     parser.add_argument("--crop", type=int, default=None,
@@ -230,12 +234,15 @@ def train(args: argparse.Namespace) -> Path:
         for group in opt.param_groups:
             group["lr"] = args.lr * lr_schedule(step, args.steps)
         net.train()
-        x, y, mask = data.batch(rng, args.batch, args.p_occlusion)
+        x, y, mask, *targets = data.batch(rng, args.batch, args.p_occlusion,
+                                          fields=args.field_weight > 0)
         wmap = weight
         if args.crop:
-            x, y, mask, wmap = eye_crop((x, y, mask, everywhere if weight is None else weight),
-                                        centre, args.crop, rng)
-        loss, parts = pair_loss(net, x, y, mask, wmap, args.edge_weight)
+            x, y, mask, wmap, *targets = eye_crop(
+                (x, y, mask, everywhere if weight is None else weight, *targets), centre,
+                args.crop, rng)
+        loss, parts = pair_loss(net, x, y, mask, wmap, args.edge_weight,
+                                targets[0] if targets else None, args.field_weight)
         if not torch.isfinite(loss):
             last = ckpt.latest()
             msg = (f"the loss is not finite at step {step} ({parts}); nothing was saved past "
@@ -282,6 +289,8 @@ def _card(args: argparse.Namespace, frames: int, step: int, wall: float,
                         + (f" --eye-weight {args.eye_weight:g}" if args.eye_weight > 0 else "")
                         + (f" --mask-bias {args.mask_bias:g}" if args.mask_bias else "")
                         + (f" --edge-weight {args.edge_weight:g}" if args.edge_weight > 0
+                           else "")
+                        + (f" --field-weight {args.field_weight:g}" if args.field_weight > 0
                            else "")
                         + (" --sharpen" if args.sharpen else "")
                         + (f" --crop {args.crop}" if args.crop else "")

@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BLUR_KINDS", "EFFECTS", "BlurParams", "EyebrowParams", "HeadsetMaskParams", "IRLookParams",
-    "LensDistortionParams", "LightingParams", "NoiseParams", "OcclusionParams", "VignetteParams",
+    "LensDistortionParams", "LightingParams", "NoiseParams", "OcclusionFields", "OcclusionParams",
+    "VignetteParams",
     "apply_effects", "blur", "eyebrow_band", "eyebrow_reduction", "headset_mask", "ir_look",
-    "lens_distortion", "lighting", "occlusion", "sensor_noise", "vignetting",
+    "lens_distortion", "lighting", "occlusion", "occlusion_fields", "sensor_noise", "vignetting",
 ]
 
 P = TypeVar("P", bound="_Params")
@@ -441,29 +442,70 @@ def _soft_ellipse(h: int, w: int, rng: np.random.Generator, size: float) -> tupl
     return win, cv2.GaussianBlur(m[win], (0, 0), sigma)
 
 
-def occlusion(image: np.ndarray, rng: np.random.Generator, **params: Any) -> np.ndarray:
-    """Darken random soft blobs and haze one smudged patch; positions come from ``rng``."""
-    _check_image(image)
+#: the haze under a smudge: this share of the blurred frame plus a lift (a fifth of the way to 200)
+_HAZE_KEEP: Final = 0.8
+_HAZE_LIFT: Final = 0.2 * 200.0
+
+
+@dataclass(frozen=True)
+class OcclusionFields:
+    """One occlusion draw as fields: ``out = gain * ((1 - smudge) f + smudge haze(f))``.
+
+    Kept apart from the frame so that a trainer can know, exactly, what it has to undo (the
+    de-occluder's field targets, :mod:`revavatar.learning.deocclusion`).
+
+    Attributes:
+        gain: (H, W) float32, the blobs' product (1 where there is none).
+        smudge: (H, W) float32 blend weight toward the haze (0 outside ``window``), or None.
+        window: the rows and columns where ``smudge`` is non-zero, or None.
+        sigma: the haze's Gaussian blur (pixels).
+    """
+
+    gain: np.ndarray
+    smudge: np.ndarray | None
+    window: tuple[slice, slice] | None
+    sigma: float
+
+    def haze(self, frame: np.ndarray) -> np.ndarray:
+        """What the smudge blends ``frame`` (float, (H, W) or (H, W, 3)) toward, everywhere."""
+        return cv2.GaussianBlur(frame, (0, 0), self.sigma) * _HAZE_KEEP + _HAZE_LIFT
+
+
+def occlusion_fields(shape: tuple[int, ...], rng: np.random.Generator, **params: Any) -> OcclusionFields:
+    """The fields of the occlusion :func:`occlusion` would draw from ``rng`` for an image of ``shape``."""
     p = _params(OcclusionParams, params)
-    h, w = image.shape[:2]
-    f = image.astype(np.float32)
+    h, w = shape[:2]
     gain = np.ones((h, w), np.float32)
     for _ in range(int(p.n_blobs)):
         win, blob = _soft_ellipse(h, w, rng, p.size)
         gain[win] *= 1.0 - p.darkness * blob
-    if p.smudge > 0:
-        (ys, xs), s = _soft_ellipse(h, w, rng, 2.0 * p.size)
-        s *= p.smudge
-        sigma = 0.02 * min(h, w) + 1.0
-        r = _gauss_reach(sigma)  # the haze is only needed under the smudge: blur that window
+    sigma = 0.02 * min(h, w) + 1.0
+    if p.smudge <= 0:
+        return OcclusionFields(gain, None, None, sigma)
+    window, s = _soft_ellipse(h, w, rng, 2.0 * p.size)
+    smudge = np.zeros((h, w), np.float32)
+    smudge[window] = s * p.smudge
+    return OcclusionFields(gain, smudge, window, sigma)
+
+
+def occlusion(image: np.ndarray, rng: np.random.Generator, **params: Any) -> np.ndarray:
+    """Darken random soft blobs and haze one smudged patch; positions come from ``rng``."""
+    _check_image(image)
+    occ = occlusion_fields(image.shape, rng, **params)
+    h, w = image.shape[:2]
+    f = image.astype(np.float32)
+    if occ.window is not None and occ.smudge is not None:
+        ys, xs = occ.window
+        r = _gauss_reach(occ.sigma)  # the haze is only needed under the smudge: blur that window
         pad = (slice(max(ys.start - r, 0), min(ys.stop + r, h)),
                slice(max(xs.start - r, 0), min(xs.stop + r, w)))
         inner = (slice(ys.start - pad[0].start, ys.stop - pad[0].start),
                  slice(xs.start - pad[1].start, xs.stop - pad[1].start))
-        hazy = cv2.GaussianBlur(f[pad], (0, 0), sigma)[inner] * 0.8 + 0.2 * 200.0
+        hazy = occ.haze(f[pad])[inner]
+        s = occ.smudge[occ.window]
         s3 = s[..., None] if image.ndim == 3 else s
         f[ys, xs] = f[ys, xs] * (1.0 - s3) + hazy * s3
-    f *= gain[..., None] if image.ndim == 3 else gain
+    f *= occ.gain[..., None] if image.ndim == 3 else occ.gain
     return _to_u8(f)
 
 
