@@ -124,6 +124,9 @@ def test_pairs_draw_fresh_occlusions_over_the_replayed_frames(build_dir: Path,
     again = OcclusionPairs(build_dir, "train", cache=tmp_path / "f.npz", progress=False)
     assert np.array_equal(again.frames, pairs.frames) and again.after == pairs.after
     assert again.regions == pairs.regions
+    with pytest.warns(UserWarning, match="replaying the frames again"):  # not the val frames
+        val = OcclusionPairs(build_dir, "val", cache=tmp_path / "f.npz", progress=False)
+    assert set(val.samples) <= {int(e["index"]) for e in VRFaceIndex(build_dir).samples("val")}
 
 
 def test_pairs_with_fields_draw_the_same_and_carry_the_exact_inverse(build_dir: Path,

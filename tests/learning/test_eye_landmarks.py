@@ -219,5 +219,10 @@ def test_probe_labels_are_detected_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(eval_align, "GazeProbe", None)  # a second read must not detect again
     again = EyeLandmarkSet(toy, "train", labels="probe", copies=3, cache=cache)
     np.testing.assert_array_equal(again.points, probed.points)
+    # another build's labels (the same sample indices, other faces) are not reused
+    meta = json.loads((toy / "meta.json").read_text())
+    (toy / "meta.json").write_text(json.dumps({**meta, "build_key": "another"}))
+    with pytest.raises(TypeError), pytest.warns(UserWarning, match="detecting them again"):
+        EyeLandmarkSet(toy, "train", labels="probe", copies=3, cache=cache)  # GazeProbe is None
     with pytest.raises(ValueError, match="unknown labels"):
         EyeLandmarkSet(toy, "train", labels="guess")

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -320,7 +321,8 @@ class OcclusionPairs:
         split: ``train`` / ``val`` / ``test``.
         limit: at most this many samples, spread over the split's identities (None: all).
         cache: ``.npz`` to keep the frames in (rendering them takes about a minute per 1,000
-            samples); read back when it exists.
+            samples); read back when it exists and was made from this build's split (its
+            ``build_key``), else made again.
     """
 
     def __init__(self, data: str | Path, split: str, limit: int | None = None,
@@ -330,9 +332,7 @@ class OcclusionPairs:
         self.index = VRFaceIndex(data)
         self.split = split
         cache = Path(cache) if cache else None
-        if cache is not None and cache.is_file():
-            self._load(cache)
-        else:
+        if cache is None or not cache.is_file() or not self._load(cache):
             self._render(limit, progress)
             if cache is not None:
                 self._save(cache)
@@ -370,21 +370,32 @@ class OcclusionPairs:
         self.after, self.regions = after, regions
         self.samples, self.occluded = np.array(samples), np.array(occluded, bool)
 
+    def _source(self) -> dict[str, Any]:
+        """What a cache must have been made from to stand for this build's split."""
+        return {"build_key": self.index.meta.get("build_key"), "split": self.split}
+
     def _save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = json.dumps({"after": self.after, "regions": self.regions})
+        meta = json.dumps({"after": self.after, "regions": self.regions, **self._source()})
         tmp = path.with_name(f".tmp-{path.name}")
         with tmp.open("wb") as f:
             np.savez(f, frames=self.frames, samples=self.samples, occluded=self.occluded,
                      meta=np.frombuffer(meta.encode(), np.uint8))
         tmp.replace(path)
 
-    def _load(self, path: Path) -> None:
+    def _load(self, path: Path) -> bool:
+        """Read the cache; False (and a warning) when it was made from another build or split."""
         with np.load(path) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            made = {k: meta.get(k) for k in self._source()}
+            if made != self._source():
+                warnings.warn(f"{path}: made from {made}, not {self._source()}; replaying the "
+                              "frames again", stacklevel=3)
+                return False
             self.frames, self.samples = z["frames"], z["samples"]
             self.occluded = z["occluded"]
-            meta = json.loads(z["meta"].tobytes().decode())
         self.after, self.regions = meta["after"], meta["regions"]
+        return True
 
     def __len__(self) -> int:
         return len(self.frames)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -162,15 +163,20 @@ def augment(img: np.ndarray, pts: np.ndarray,
 LABELS: Final = ("build", "probe")
 
 
+#: the key of a label cache's build stamp (sample keys are digits)
+_SOURCE: Final = "source"
+
+
 def probe_labels(entries: list[dict[str, Any]], copies: int,
-                 cache: Path | None = None) -> dict[int, np.ndarray]:
+                 cache: Path | None = None, source: str = "") -> dict[int, np.ndarray]:
     """Sample index -> (478, 2) points the evaluation's gaze probe finds on the truth face.
 
     The build's own landmarks come from the source frame and disagree with what the probe reads
     on the rendered truth by a few degrees of gaze, a floor for a critic trained on them. The
     probe's own reading (``copies`` jittered copies, averaged) is the target the evaluation
     compares against. Detection costs ~10 ms per copy, so the labels are kept in ``cache``
-    (npz) and only missing samples are detected.
+    (npz) and only missing samples are detected. Sample indices name other faces in another
+    build: a cache stamped with another ``source`` (the build's ``build_key``) is set aside.
     """
     from revavatar.learning.data import read_image  # noqa: PLC0415
     from revavatar.learning.eval_align import GazeProbe  # noqa: PLC0415
@@ -179,7 +185,12 @@ def probe_labels(entries: list[dict[str, Any]], copies: int,
     found: dict[int, np.ndarray] = {}
     if cache is not None and cache.is_file():
         with np.load(cache) as z:
-            found = {int(k): z[k] for k in z.files}
+            made = str(z[_SOURCE]) if _SOURCE in z.files else None
+            if made == source:
+                found = {int(k): z[k] for k in z.files if k != _SOURCE}
+            else:
+                warnings.warn(f"{cache}: labels of build {made!r}, not {source!r}; detecting "
+                              "them again", stacklevel=2)
     todo = [e for e in entries if int(e["index"]) not in found]
     if todo:
         probe = GazeProbe(copies)
@@ -188,7 +199,7 @@ def probe_labels(entries: list[dict[str, Any]], copies: int,
             found[int(e["index"])] = pts if pts is not None else np.zeros((0, 2))
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(cache, **{str(k): v for k, v in found.items()})
+            np.savez(cache, **{str(k): v for k, v in found.items()}, **{_SOURCE: np.array(source)})
     return found
 
 
@@ -212,7 +223,8 @@ class EyeLandmarkSet:
         index = VRFaceIndex(root)
         layout = CanonicalLayout(index.layout_size)
         entries = index.samples(split)[:limit]
-        probed = probe_labels(entries, copies, cache) if labels == "probe" else {}
+        probed = (probe_labels(entries, copies, cache, str(index.meta.get("build_key", "")))
+                  if labels == "probe" else {})
         imgs, pts = [], []
         for e in entries:
             lm = probed[int(e["index"])] if probed else np.load(e["landmarks"])
