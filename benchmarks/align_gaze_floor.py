@@ -1,6 +1,6 @@
 """What limits the aligners' gaze error: an exact-geometry oracle on the same test samples.
 
-Usage: python benchmarks/align_gaze_floor.py [--data /tmp/vrface_hf8k] [--limit 60]
+Usage: python benchmarks/align_gaze_floor.py [--data /tmp/vrface_hf8k] [--split test] [--limit 60]
        [--models models] [--json OUT] [--figure PNG] [--gaze-jitter N] [--gaze-paste eye|crop]
        [--gaze-min-aspect A] [--gaze-tone match|raw] [--enroll-frames N] [--deocclusion]
 
@@ -111,20 +111,21 @@ def _fill(crop: np.ndarray, valid: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER,
             gaze_paste: str = "eye", gaze_tone: str = "match",
-            enroll_frames: int = 1, deocclusion: bool = False) -> list[dict]:
+            enroll_frames: int = 1, deocclusion: bool = False, split: str = "test") -> list[dict]:
     """One record per sample and eye the probe could read: its camera's effects, the head pose
     and each row's gaze error (deg); the probe averages ``gaze_jitter`` copies (GazeProbe) and
     sees each crop's ``gaze_paste`` in ``gaze_tone`` (eval align's ``--gaze-paste``,
     ``--gaze-tone``); the enrolled surface is the mean shape of ``enroll_frames`` frames (eval
     align's ``--enroll-frames``); with ``deocclusion`` every row but the clean render reads the
     eye frames through the de-occluder in ``models/deocclusion`` (eval align's
-    ``--deocclusion``)."""
+    ``--deocclusion``); ``split`` is the build's split it reads (candidates are compared on
+    val, the test split is read once)."""
     deoccluder = OnnxDeoccluder(models / DEOCCLUSION_DIR) if deocclusion else None
     index = VRFaceIndex(data)
     replay = SampleReplay(index)
     layout = replay.layout
-    entries = spread_samples(index, "test", ("front",), limit)
-    enrolled = enrollment_frames(index, "test", enroll_frames)
+    entries = spread_samples(index, split, ("front",), limit)
+    enrolled = enrollment_frames(index, split, enroll_frames)
     calibration = index.calibration()
     aligners = {r: method_aligners(r, calibration, models, layout) for r in EYE_SIDES}
     planes = {a: getattr(a, "rectifier", None) for r in EYE_SIDES for a in aligners[r].values()}
@@ -286,6 +287,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path("/tmp/vrface_hf8k"))
     ap.add_argument("--models", type=Path, default=ROOT / "models")
+    ap.add_argument("--split", default="test", choices=("train", "val", "test"))
     ap.add_argument("--limit", type=int, default=60)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--figure", type=Path, default=None, help="breakdown plot (PNG)")
@@ -305,7 +307,7 @@ def main() -> None:
                          "--deocclusion)")
     args = ap.parse_args()
     measured = measure(args.data, args.models, args.limit, args.gaze_jitter, args.gaze_paste,
-                       args.gaze_tone, args.enroll_frames, args.deocclusion)
+                       args.gaze_tone, args.enroll_frames, args.deocclusion, args.split)
     samples = [s for s in measured if is_open(s, args.gaze_min_aspect)]
     shut = [s for s in measured if not is_open(s, args.gaze_min_aspect)]
     print(f"open true eyes (aspect >= {args.gaze_min_aspect:g}): {len(samples)}, shut: {len(shut)}")
@@ -328,7 +330,7 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         record = {"gaze_paste": args.gaze_paste, "gaze_min_aspect": args.gaze_min_aspect,
                   "gaze_tone": args.gaze_tone, "enroll_frames": args.enroll_frames,
-                  "deocclusion": args.deocclusion,
+                  "deocclusion": args.deocclusion, "split": args.split,
                   "samples": measured, "breakdown": split}
         args.json.write_text(json.dumps(record, indent=1) + "\n")
 

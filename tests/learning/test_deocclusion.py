@@ -137,7 +137,8 @@ def test_pairs_with_fields_draw_the_same_and_carry_the_exact_inverse(build_dir: 
         plain = pairs.pair(k, np.random.default_rng(5), p_occlusion=1.0)
         x, y, m, t = pairs.pair(k, np.random.default_rng(5), p_occlusion=1.0, fields=True)
         assert all(np.array_equal(a, b) for a, b in zip(plain, (x, y, m), strict=True))
-        assert t.shape == (2, *x.shape) and t.dtype == np.float32
+        assert t.shape == (3, *x.shape) and t.dtype == np.float32
+        assert np.array_equal(t[2] > 0, x != y)  # where the occlusion shows
         assert t[0].max() > 0.3  # a blob's gain is undone by a log-gain above 0
         # the targets undo the occlusion up to the later effects (blur, noise, JPEG)
         undone = x.astype(np.float32) * np.exp(t[0]) + 255.0 * t[1]
@@ -147,7 +148,7 @@ def test_pairs_with_fields_draw_the_same_and_carry_the_exact_inverse(build_dir: 
     x, y, m, t = pairs.pair(0, np.random.default_rng(5), p_occlusion=0.0, fields=True)
     assert not t.any()
     batch = pairs.batch(np.random.default_rng(1), 3, fields=True)
-    assert len(batch) == 4 and batch[3].shape == (3, 2, 240, 320)
+    assert len(batch) == 4 and batch[3].shape == (3, 3, 240, 320)
     assert len(pairs.batch(np.random.default_rng(1), 3)) == 3
 
 
@@ -368,11 +369,15 @@ def test_field_term_pulls_the_gain_to_its_target() -> None:
     net = DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8))
     y = torch.full((1, 1, 48, 64), 0.6)
     mask = torch.zeros_like(y)
-    targets = torch.zeros(1, 2, 48, 64)
+    targets = torch.zeros(1, 3, 48, 64)
+    targets[:, 2, 12:36, 16:48] = 1.0  # where the occlusion shows
     assert pair_loss(net, y, y, mask, targets=targets, field=1.0)[1]["field_rmse"] < 1e-6
     targets[:, 0, 12:36, 16:48] = 0.7  # a blob that halved the frame
     loss, parts = pair_loss(net, y, y, mask, targets=targets, field=1.0)
     assert parts["field_rmse"] > 0.2 and "field_rmse" not in pair_loss(net, y, y, mask)[1]
+    hidden = targets.clone()
+    hidden[:, 2] = 0.0  # the same gain where it cannot be seen counts for nothing
+    assert pair_loss(net, y, y, mask, targets=hidden, field=1.0)[1]["field_rmse"] == 0.0
     opt = torch.optim.SGD(net.parameters(), lr=1e-2)
     loss.backward()
     opt.step()

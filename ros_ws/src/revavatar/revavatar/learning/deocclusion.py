@@ -224,10 +224,12 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
     and the plain MSE charges a gain a few levels off across the eye more than a smeared edge
     (measured in reports/alignment.md: it sharpened the eye's edges against its control run, and
     had not beaten the shipped model when the runs stopped). ``field`` adds, at that weight, the
-    (weighted) MSE of the log-gain and offset fields against ``targets`` ((N, 2, H, W),
-    :func:`field_targets`): the exact inverse of the drawn occlusion. The gray levels say how
-    wrong the output is; the fields say which gain was wrong, in the same units on a dark iris
-    as on bright skin.
+    (weighted) MSE of the log-gain and offset fields against ``targets`` ((N, 3, H, W): the
+    exact inverse of the drawn occlusion, :func:`field_targets`, and where the occlusion shows,
+    see :meth:`OcclusionPairs.pair`) where the occlusion shows. The gray levels say how wrong
+    the output is; the fields say which gain was wrong, in the same units on a dark iris as on
+    bright skin. Where the occlusion does not show (under the housing) no gain can be read, and
+    where there is none the shut mask passes the frame whatever the fields say.
 
     The correction's own terms train it whatever the mask says: without the inside one the mask
     stays shut (opening it onto a poor correction costs) and the correction, seen through a shut
@@ -254,7 +256,9 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
         if targets is None:
             msg = "a field loss needs the occlusions' field targets (OcclusionPairs.batch(fields=True))"
             raise ValueError(msg)
-        err = ((torch.cat(fields[1:3], 1) - targets).pow(2) * w).sum() / (2.0 * w.sum())
+        ws = w * targets[:, 2:3]
+        err = ((torch.cat(fields[1:3], 1) - targets[:, :2]).pow(2) * ws).sum() / (
+            2.0 * ws.sum().clamp(min=1.0))
         loss = loss + field * err
         parts["field_rmse"] = float(err.detach().sqrt())
     return loss, {"loss": float(loss.detach()), **parts}
@@ -405,8 +409,9 @@ class OcclusionPairs:
         """(occluded, clean, mask) of frame ``k`` in the left eye's orientation: a fresh
         occlusion with probability ``p_occlusion`` (else the two frames are equal), then the
         frame's own later effects and the build's JPEG on both, as the build ran them. With
-        ``fields``, a fourth array: the (2, H, W) :func:`field_targets` (zeros without an
-        occlusion). The draws are the same either way."""
+        ``fields``, a fourth array, (3, H, W): the :func:`field_targets` and 1 where the two
+        frames differ (the occlusion shows; all zeros without one). The draws are the same
+        either way."""
         from revavatar.vrface.effects import OcclusionParams, occlusion  # noqa: PLC0415
         from revavatar.vrface.effects import occlusion_fields  # noqa: PLC0415
 
@@ -421,11 +426,13 @@ class OcclusionPairs:
                 occ = occlusion_fields(clean.shape, np.random.default_rng(seed), **asdict(p))
         mask = (np.abs(hit.astype(np.int16) - clean) > MASK_LEVELS).astype(np.float32)
         region = self.regions[k]
-        truth = self._finish(k, clean)
-        out = [mirror_for(region, a) for a in (self._finish(k, hit), truth, mask)]
+        truth, seen = self._finish(k, clean), self._finish(k, hit)
+        out = [mirror_for(region, a) for a in (seen, truth, mask)]
         if fields:
-            t = (field_targets(occ, truth) if occ is not None
-                 else np.zeros((2, *clean.shape), np.float32))
+            t = np.zeros((3, *clean.shape), np.float32)
+            if occ is not None:
+                t[:2] = field_targets(occ, truth)
+                t[2] = seen != truth
             out.append(np.stack([mirror_for(region, c) for c in t]))
         return tuple(out)
 
@@ -455,7 +462,7 @@ class OcclusionPairs:
     def batch(self, rng: np.random.Generator, n: int, p_occlusion: float = 0.75,
               fields: bool = False) -> tuple[torch.Tensor, ...]:
         """``n`` random pairs as (N, 1, H, W) tensors in [0, 1] (mask in {0, 1}); with
-        ``fields``, the (N, 2, H, W) field targets as well."""
+        ``fields``, the (N, 3, H, W) field targets as well."""
         pairs = list(zip(*(self.pair(int(k), rng, p_occlusion, fields)
                            for k in rng.integers(len(self), size=n)), strict=True))
 
