@@ -278,7 +278,10 @@ def test_sharpening_field_undoes_a_haze() -> None:
         DeoccluderConfig(haze_sigma=0.0)
 
 
-def test_network_grown_to_sharpen_starts_as_the_one_without(tmp_path: Path) -> None:
+@pytest.mark.parametrize("grow", ["sharpen", "log_input"])
+def test_network_grown_starts_as_the_one_without(tmp_path: Path, grow: str) -> None:
+    """A sharpening field or a log input added to a trained network: the same function until
+    training moves the new weights."""
     from revavatar.learning.trainer import Checkpointer
 
     torch.manual_seed(0)
@@ -287,12 +290,17 @@ def test_network_grown_to_sharpen_starts_as_the_one_without(tmp_path: Path) -> N
         for prm in plain.parameters():
             prm.add_(0.05 * torch.randn_like(prm))  # not the identity
     Checkpointer(tmp_path).save(10, {"net": plain})
-    grown = DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8, sharpen=True))
+    grown = DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8, **{grow: True}))
     Checkpointer(tmp_path).load_weights({"net": grown}, new=())
     x = torch.rand(1, 1, 48, 64)
     assert not torch.allclose(plain(x), x)
     assert torch.allclose(grown(x), plain(x), atol=1e-6)
-    assert float(grown.fields(x)[4].abs().max()) == 0.0
+    if grow == "sharpen":
+        assert float(grown.fields(x)[4].abs().max()) == 0.0
+    else:
+        assert grown.stem[0][0].in_channels == 8 and grown._inputs(x).shape[1] == 2
+        dark = torch.full((1, 1, 4, 4), 1.0 / 255.0)  # the log spans about -0.5 .. 0.5
+        assert float(grown._inputs(dark)[:, 1].max()) < -0.3
 
 
 def test_eye_crop_cuts_the_same_window_near_the_eye() -> None:
@@ -515,11 +523,13 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
              "--threads", "1", "--no-progress", "--eye-weight", "2"]
     run_from_args(parser.parse_args([*grown, "--steps", "2", "--sharpen", "--crop", "32",
                                      "--init-from", str(tmp_path / "c"), "--edge-weight", "0.5",
-                                     "--field-weight", "3"]))
+                                     "--field-weight", "3", "--log-input"]))
     card = json.loads((tmp_path / "g" / "card.json").read_text())
     assert card["steps"] == 2 and card["config"]["sharpen"] and card["crop"] == 32
     assert card["init_from"] == str(tmp_path / "c")
-    assert "--edge-weight 0.5 --field-weight 3 --sharpen --crop 32 --init-from" in card["command"]
+    assert "--edge-weight 0.5 --field-weight 3 --sharpen --log-input --crop 32 --init-from" in \
+        card["command"]
+    assert card["config"]["log_input"]
     edges = {"eye_touched_edges_in", "eye_touched_edges_out", "eye_clean_edges_out"}
     assert edges <= set(card["val"])
     assert OnnxDeoccluder(tmp_path / "g")(frame, "left_eye").shape == frame.shape

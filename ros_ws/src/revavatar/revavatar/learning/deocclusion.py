@@ -56,6 +56,9 @@ __all__ = ["DeoccluderConfig", "DeoccluderNet", "OcclusionPairs", "eye_weight_ma
 
 #: gray-level change from which a pixel counts as occluded (the mask's training target)
 MASK_LEVELS: Final = 2
+#: the log input's floor (one gray level) and span (its log)
+_LOG_FLOOR: Final = 1.0 / 255.0
+_LOG_SPAN: Final = float(np.log(255.0))
 #: what a deployed de-occluder can apply (``DeoccluderConfig.apply``)
 APPLIES: Final = ("full", "gain")
 
@@ -80,6 +83,10 @@ class DeoccluderConfig:
     #: the confident corrections and shuts the doubtful ones (on val it traded touched against
     #: clean eyes and left the gaze level: reports/alignment.md)
     mask_bias: float = 0.0
+    #: a second input image, the frame's log (scaled to about [-0.5, 0.5]): a blob multiplies
+    #: the frame, so in the log it is the same step on a dark iris as on bright skin; its
+    #: weights are the stem's last inputs, so a network without it grows into one with it
+    log_input: bool = False
 
     def __post_init__(self) -> None:
         if self.apply not in APPLIES:
@@ -99,7 +106,8 @@ class DeoccluderConfig:
                    width=int(d["width"]), apply=str(d.get("apply", "gain")),
                    sharpen=bool(d.get("sharpen", False)),
                    haze_sigma=float(d.get("haze_sigma", cls.haze_sigma)),
-                   mask_bias=float(d.get("mask_bias", cls.mask_bias)))
+                   mask_bias=float(d.get("mask_bias", cls.mask_bias)),
+                   log_input=bool(d.get("log_input", cls.log_input)))
 
 
 def _conv(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
@@ -137,7 +145,8 @@ class DeoccluderNet(nn.Module):
             msg = f"frame size {w}x{h}: width and height must be multiples of 4"
             raise ValueError(msg)
         c = self.config.width
-        self.stem = nn.Sequential(_conv(4, c), _conv(c, c))  # half resolution
+        inputs = 4 * (1 + int(self.config.log_input))  # 2x2 pixels of each input image
+        self.stem = nn.Sequential(_conv(inputs, c), _conv(c, c))  # half resolution
         self.down = nn.Sequential(_conv(c, 2 * c, stride=2), _conv(2 * c, 2 * c))  # quarter
         self.context = nn.Sequential(*[_Residual(2 * c, d) for d in (2, 4, 8, 16)])
         self.up = nn.Sequential(_conv(3 * c, c), _conv(c, c))
@@ -159,7 +168,7 @@ class DeoccluderNet(nn.Module):
 
     def fields(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(mask logit, log-gain, offset, residual, sharpening or None), each (N, 1, H, W)."""
-        a = self.stem(F.pixel_unshuffle(x - 0.5, 2))
+        a = self.stem(F.pixel_unshuffle(self._inputs(x), 2))
         b = self.context(self.down(a))
         b = F.interpolate(b, size=a.shape[-2:], mode="bilinear", align_corners=False)
         h = self.head(self.up(torch.cat([a, b], 1)))
@@ -185,6 +194,13 @@ class DeoccluderNet(nn.Module):
         if sharpen is not None:
             fixed = fixed + sharpen * (x - self._blur(x))
         return x + torch.sigmoid(m) * (fixed - x), m, fixed
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The frame centred on 0 and, with ``config.log_input``, its log (1/255 to 1 mapped to
+        about -0.5 to 0.5) as a second channel."""
+        if not self.config.log_input:
+            return x - 0.5
+        return torch.cat([x - 0.5, torch.log(x + _LOG_FLOOR) / _LOG_SPAN + 0.5], 1)
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian (``config.haze_sigma``), the border repeated."""

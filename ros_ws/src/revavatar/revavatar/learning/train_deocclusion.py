@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight of the log-gain and offset fields' error against the "
                              "drawn occlusion's exact inverse (learning.deocclusion.pair_loss "
                              "field; 0 = none, the default)")
+    parser.add_argument("--log-input", action="store_true",
+                        help="give the network the frame's log as a second input "
+                             "(DeoccluderConfig.log_input)")
     parser.add_argument("--sharpen", action="store_true",
                         help="add the unsharp-mask field (DeoccluderConfig.sharpen)")
     parser.add_argument("--crop", type=int, default=None,
@@ -214,7 +217,8 @@ def train(args: argparse.Namespace) -> Path:
     centre = np.unravel_index(int(np.argmax(eye)), eye.shape)
     everywhere = torch.ones(1, 1, h, w)  # the weights --crop cuts when there is no eye weight
     net = DeoccluderNet(DeoccluderConfig(frame_size=(w, h), width=args.width, apply=args.apply,
-                                         sharpen=args.sharpen, mask_bias=args.mask_bias))
+                                         sharpen=args.sharpen, mask_bias=args.mask_bias,
+                                         log_input=args.log_input))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     ckpt, log, vlog = Checkpointer(args.ckpt), LossLog(args.ckpt), LossLog(args.ckpt, "val.csv")
     step, wall = 0, 0.0
@@ -293,6 +297,7 @@ def _card(args: argparse.Namespace, frames: int, step: int, wall: float,
                         + (f" --field-weight {args.field_weight:g}" if args.field_weight > 0
                            else "")
                         + (" --sharpen" if args.sharpen else "")
+                        + (" --log-input" if args.log_input else "")
                         + (f" --crop {args.crop}" if args.crop else "")
                         + (f" --init-from {args.init_from}" if args.init_from else "")
                         + (f" --stop-at {args.stop_at}" if args.stop_at is not None else ""))}
