@@ -523,16 +523,25 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
              "--threads", "1", "--no-progress", "--eye-weight", "2"]
     run_from_args(parser.parse_args([*grown, "--steps", "2", "--sharpen", "--crop", "32",
                                      "--init-from", str(tmp_path / "c"), "--edge-weight", "0.5",
-                                     "--field-weight", "3", "--log-input"]))
+                                     "--field-weight", "3", "--log-input", "--ema", "0.5"]))
     card = json.loads((tmp_path / "g" / "card.json").read_text())
     assert card["steps"] == 2 and card["config"]["sharpen"] and card["crop"] == 32
     assert card["init_from"] == str(tmp_path / "c")
-    assert "--edge-weight 0.5 --field-weight 3 --sharpen --log-input --crop 32 --init-from" in \
-        card["command"]
-    assert card["config"]["log_input"]
+    assert ("--edge-weight 0.5 --field-weight 3 --sharpen --log-input --ema 0.5 --crop 32 "
+            "--init-from") in card["command"]
+    assert card["config"]["log_input"] and "--ema 0.5" in card["command"]
+    from safetensors.torch import load_file
+
+    stored = load_file(str(sorted((tmp_path / "cg").glob("step_*"))[-1] / "weights.safetensors"))
+    exported = load_file(str(tmp_path / "g" / "weights.safetensors"))
+    key = "stem.0.0.weight"  # the average is what is exported, not the last weights
+    assert torch.equal(exported[key], stored[f"ema.{key}"])
+    assert not torch.equal(exported[key], stored[f"net.{key}"])
     edges = {"eye_touched_edges_in", "eye_touched_edges_out", "eye_clean_edges_out"}
     assert edges <= set(card["val"])
     assert OnnxDeoccluder(tmp_path / "g")(frame, "left_eye").shape == frame.shape
+    with pytest.raises(ValueError, match="ema"):
+        run_from_args(parser.parse_args([*base, "--steps", "1", "--ema", "1"]))
     with pytest.raises(ValueError, match="p-occlusion"):
         run_from_args(parser.parse_args([*base, "--steps", "1", "--p-occlusion", "0"]))
     with pytest.raises(ValueError, match="multiple of 4"):

@@ -39,7 +39,7 @@ from revavatar.core.alignment import VIEW_TONES
 from revavatar.core.canonical import EYE_SIDES
 from revavatar.learning.networks import GANLoss, define_discriminator, define_generator
 from revavatar.learning.ssim_loss import ssim
-from revavatar.learning.trainer import autocast
+from revavatar.learning.trainer import autocast, update_average
 
 if TYPE_CHECKING:
     import numpy as np
@@ -243,12 +243,9 @@ class AlignmentModel(nn.Module):
         if self.G_ema is not None:
             self.G_ema.load_state_dict(self.G.state_dict())
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        if self.G_ema is None:
-            return
-        for avg, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
-            avg.lerp_(p, 1.0 - self.config.ema)
+        if self.G_ema is not None:
+            update_average(self.G_ema, self.G, self.config.ema)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimizers a checkpoint stores."""

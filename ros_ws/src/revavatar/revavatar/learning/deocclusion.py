@@ -270,7 +270,8 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
         parts["edge_rmse"] = float(grad.detach().sqrt() * 255)
     if field > 0:
         if targets is None:
-            msg = "a field loss needs the occlusions' field targets (OcclusionPairs.batch(fields=True))"
+            msg = ("a field loss needs the occlusions' field targets "
+                   "(OcclusionPairs.batch(fields=True))")
             raise ValueError(msg)
         ws = w * targets[:, 2:3]
         err = ((torch.cat(fields[1:3], 1) - targets[:, :2]).pow(2) * ws).sum() / (

@@ -4,6 +4,7 @@ a VR-Face build's replayed frames, resumable, and write it with its ONNX export 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from revavatar.learning.trainer import (
     add_run_arguments,
     progress,
     seed_everything,
+    update_average,
 )
 
 __all__ = ["add_arguments", "evaluate", "eye_window", "run_from_args", "train"]
@@ -71,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight of the log-gain and offset fields' error against the "
                              "drawn occlusion's exact inverse (learning.deocclusion.pair_loss "
                              "field; 0 = none, the default)")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="keep a moving average of the weights with this decay per step "
+                             "(e.g. 0.999) and validate and export it instead of the last "
+                             "weights: the eye figures of single checkpoints swing from one to "
+                             "the next; 0 = off (default)")
     parser.add_argument("--log-input", action="store_true",
                         help="give the network the frame's log as a second input "
                              "(DeoccluderConfig.log_input)")
@@ -197,6 +204,9 @@ def train(args: argparse.Namespace) -> Path:
     if not 0.0 < args.p_occlusion <= 1.0:
         msg = f"--p-occlusion {args.p_occlusion} must lie in (0, 1]"
         raise ValueError(msg)
+    if not 0.0 <= args.ema < 1.0:
+        msg = f"--ema {args.ema} must be a decay in [0, 1)"
+        raise ValueError(msg)
     if args.crop is not None:
         _check_crop(args.crop)  # before the frames are replayed; the frame bounds it later
     stop = args.steps if args.stop_at is None else args.stop_at
@@ -220,15 +230,20 @@ def train(args: argparse.Namespace) -> Path:
                                          sharpen=args.sharpen, mask_bias=args.mask_bias,
                                          log_input=args.log_input))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    average = copy.deepcopy(net).requires_grad_(False) if args.ema > 0 else None
+    modules = {"net": net} | ({"ema": average} if average is not None else {})
+    deployed = net if average is None else average  # what is validated and exported
     ckpt, log, vlog = Checkpointer(args.ckpt), LossLog(args.ckpt), LossLog(args.ckpt, "val.csv")
     step, wall = 0, 0.0
     if args.resume and ckpt.latest() is not None:
-        state = ckpt.load({"net": net}, {"opt": opt})
+        state = ckpt.load(modules, {"opt": opt})
         step, wall = state["step"], float(state["extra"].get("wall_s", 0.0))
         log.truncate(step)
         vlog.truncate(step)
     elif args.init_from is not None:
         Checkpointer(args.init_from).load_weights({"net": net}, new=())
+        if average is not None:
+            average.load_state_dict(net.state_dict())
     bar = progress(stop, initial=step, desc="train deocclusion", disable=args.no_progress)
     metrics: dict[str, Any] | None = None  # val figures of the last checkpoint
     t0 = time.perf_counter()
@@ -255,25 +270,27 @@ def train(args: argparse.Namespace) -> Path:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if average is not None:
+            update_average(average, net, args.ema)
         log.append(step, **parts)
         bar.update(1)
         if step % args.every == 0 or step == stop:
-            metrics = evaluate(net, val, eye)
+            metrics = evaluate(deployed, val, eye)
             shown = {k: v for k, v in metrics.items() if not k.startswith("n_") and v is not None}
             vlog.append(step, **shown)
             bar.set_postfix({k: f"{v:.2f}" for k, v in shown.items()
                              if k in ("eye_touched_edges_out", "eye_clean_edges_out")})
             spent = wall + time.perf_counter() - t0
-            ckpt.save(step, {"net": net}, {"opt": opt}, extra={"wall_s": spent})
+            ckpt.save(step, modules, {"opt": opt}, extra={"wall_s": spent})
             log.plot(args.out / "losses.png")
             # the folder always holds a usable export of the last checkpoint
-            save_deoccluder(net, args.out, _card(args, len(data), step, spent, metrics))
+            save_deoccluder(deployed, args.out, _card(args, len(data), step, spent, metrics))
     bar.close()
     if metrics is None:  # resumed where it stops: nothing trained, the card still gets figures
-        metrics = evaluate(net, val, eye)
+        metrics = evaluate(deployed, val, eye)
     wall += time.perf_counter() - t0
     log.plot(args.out / "losses.png")
-    out = save_deoccluder(net, args.out, _card(args, len(data), step, wall, metrics))
+    out = save_deoccluder(deployed, args.out, _card(args, len(data), step, wall, metrics))
     print(json.dumps(metrics))
     return out
 
@@ -298,6 +315,7 @@ def _card(args: argparse.Namespace, frames: int, step: int, wall: float,
                            else "")
                         + (" --sharpen" if args.sharpen else "")
                         + (" --log-input" if args.log_input else "")
+                        + (f" --ema {args.ema:g}" if args.ema > 0 else "")
                         + (f" --crop {args.crop}" if args.crop else "")
                         + (f" --init-from {args.init_from}" if args.init_from else "")
                         + (f" --stop-at {args.stop_at}" if args.stop_at is not None else ""))}

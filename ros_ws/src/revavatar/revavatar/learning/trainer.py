@@ -32,7 +32,7 @@ from torch import nn
 from revavatar.errors import ModelLoadError
 
 __all__ = ["Checkpointer", "LossLog", "add_run_arguments", "autocast", "progress", "rng_state",
-           "seed_everything", "set_rng_state"]
+           "seed_everything", "set_rng_state", "update_average"]
 
 _WEIGHTS: Final = "weights.safetensors"
 _STATE: Final = "state.pt"
@@ -112,6 +112,14 @@ def progress(total: int, initial: int = 0, desc: str = "train", disable: bool = 
 
     return tqdm(iterable, total=total, initial=initial, desc=desc, unit=unit, smoothing=0.05,
                 dynamic_ncols=True, disable=disable)
+
+
+@torch.no_grad()
+def update_average(average: nn.Module, model: nn.Module, decay: float) -> None:
+    """One step of a moving average of ``model``'s weights into ``average`` (same
+    architecture): every weight moves ``1 - decay`` of the way to the model's."""
+    for avg, p in zip(average.parameters(), model.parameters(), strict=True):
+        avg.lerp_(p, 1.0 - decay)
 
 
 def _flatten(modules: Mapping[str, nn.Module]) -> dict[str, torch.Tensor]:
