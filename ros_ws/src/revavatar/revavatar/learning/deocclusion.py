@@ -23,9 +23,11 @@ mask's BCE) and trained long enough, the full correction (``apply = "full"``, th
 lowers the gaze error of occluded eyes more than it raises that of clean ones, on test and on
 val; ``models/deocclusion`` is such a run, picked among its checkpoints on the eye-weighted val
 figures of :func:`revavatar.learning.train_deocclusion.evaluate` and then on val gaze. The
-options added after it (``DeoccluderConfig.sharpen`` and ``mask_bias``, the gradient term of
-:func:`pair_loss`, training on eye windows) are measured there too; none has yet lowered the
-val gaze error below the shipped model's.
+options added after it (``DeoccluderConfig.sharpen``, ``mask_bias`` and ``log_input``, the
+gradient and field terms of :func:`pair_loss`, training on eye windows, a moving average of the
+weights) are measured there too; none has yet lowered the val gaze error below the shipped
+model's. Divided by the true gain of the blobs, an occluded eye comes back to under a gray level
+(reports/alignment.md, ninth session): what the network lacks is the gain, not information.
 
 Training pairs are exact: :class:`OcclusionPairs` re-renders a build's train samples
 (:mod:`revavatar.vrface.replay`), runs each view's recorded effects up to the occlusion, then
