@@ -26,8 +26,10 @@ figures of :func:`revavatar.learning.train_deocclusion.evaluate` and then on val
 options added after it (``DeoccluderConfig.sharpen``, ``mask_bias`` and ``log_input``, the
 gradient and field terms of :func:`pair_loss`, training on eye windows, a moving average of the
 weights) are measured there too; none has yet lowered the val gaze error below the shipped
-model's. Divided by the true gain of the blobs, an occluded eye comes back to under a gray level
-(reports/alignment.md, ninth session): what the network lacks is the gain, not information.
+model's, and a val lead of a few hundredths of a degree did not carry over to test. Divided by
+the true gain of the blobs, an occluded eye comes back to under a gray level
+(``benchmarks/deocclusion_gain_oracle.py``; reports/alignment.md, ninth session): what the
+network lacks is an estimate of the gain, not information.
 
 Training pairs are exact: :class:`OcclusionPairs` re-renders a build's train samples
 (:mod:`revavatar.vrface.replay`), runs each view's recorded effects up to the occlusion, then
