@@ -530,6 +530,7 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
     assert ("--edge-weight 0.5 --field-weight 3 --sharpen --log-input --ema 0.5 --crop 32 "
             "--init-from") in card["command"]
     assert card["config"]["log_input"] and "--ema 0.5" in card["command"]
+    assert "moving average of the trained ones (decay 0.5" in (tmp_path / "g" / "README.md").read_text()
     from safetensors.torch import load_file
 
     stored = load_file(str(sorted((tmp_path / "cg").glob("step_*"))[-1] / "weights.safetensors"))

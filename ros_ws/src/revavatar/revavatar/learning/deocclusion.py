@@ -46,7 +46,7 @@ import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import torch
@@ -54,6 +54,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from revavatar.core.canonical import EYE_SIDES
+
+if TYPE_CHECKING:
+    from revavatar.vrface.effects import OcclusionFields
 
 __all__ = ["DeoccluderConfig", "DeoccluderNet", "OcclusionPairs", "eye_weight_map", "field_targets",
            "mirror_for", "pair_loss", "save_deoccluder"]
@@ -244,10 +247,10 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
     and the plain MSE charges a gain a few levels off across the eye more than a smeared edge
     (measured in reports/alignment.md: it sharpened the eye's edges against its control run, and
     had not beaten the shipped model when the runs stopped). ``field`` adds, at that weight, the
-    (weighted) MSE of the log-gain and offset fields against ``targets`` ((N, 3, H, W): the
-    exact inverse of the drawn occlusion, :func:`field_targets`, and where the occlusion shows,
-    see :meth:`OcclusionPairs.pair`) where the occlusion shows. The gray levels say how wrong
-    the output is; the fields say which gain was wrong, in the same units on a dark iris as on
+    (weighted) MSE of the log-gain and offset fields against ``targets`` ((N, 3, H, W) from
+    :meth:`OcclusionPairs.batch`: the exact inverse of the drawn occlusion,
+    :func:`field_targets`, and a mask of where the occlusion shows), counted only where the
+    occlusion shows. The gray levels say how wrong the output is; the fields say which gain was wrong, in the same units on a dark iris as on
     bright skin. Where the occlusion does not show (under the housing) no gain can be read, and
     where there is none the shut mask passes the frame whatever the fields say.
 
@@ -285,7 +288,7 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
     return loss, {"loss": float(loss.detach()), **parts}
 
 
-def field_targets(occ: Any, clean: np.ndarray) -> np.ndarray:
+def field_targets(occ: OcclusionFields, clean: np.ndarray) -> np.ndarray:
     """(2, H, W) float32: the log-gain and the offset (in [0, 1] units) that undo the
     occlusion ``occ`` (:class:`revavatar.vrface.effects.OcclusionFields`) of a frame whose
     occlusion-free version, as stored, is ``clean`` (uint8). The occlusion multiplies by the
@@ -569,7 +572,9 @@ def _readme(card: dict[str, Any]) -> str:
         f"{card.get('p_occlusion')}) and the frame's own later effects and JPEG per draw.",
         f"- Training: {card.get('steps')} steps, batch {card.get('batch')}, Adam lr "
         f"{card.get('lr')} (constant, then linear to 0 over the second half), CPU "
-        f"{card.get('threads')} threads, fp32, wall time {card.get('wall_s')} s.",
+        f"{card.get('threads')} threads, fp32, wall time {card.get('wall_s')} s"
+        + (f"; the weights are a moving average of the trained ones (decay {card['ema']:g} per "
+           "step)" if card.get("ema") else "") + ".",
         f"- Figures: {_figures(card.get('val'))}.",
         f"- ONNX: `model.onnx` (input `frame` (1, 1, H, W) in [0, 1]), max |onnxruntime - torch| "
         f"{card['onnx_max_abs_diff']:.2g}.",

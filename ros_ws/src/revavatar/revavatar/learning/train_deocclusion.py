@@ -300,7 +300,7 @@ def _card(args: argparse.Namespace, frames: int, step: int, wall: float,
     return {"data": str(args.data.resolve()), "train_frames": frames,
             "p_occlusion": args.p_occlusion, "steps": step, "batch": args.batch, "lr": args.lr,
             "threads": args.threads, "seed": args.seed, "wall_s": round(wall, 1),
-            "val": metrics, "crop": args.crop,
+            "val": metrics, "crop": args.crop, "ema": args.ema,
             "init_from": str(args.init_from) if args.init_from is not None else None,
             "command": (f"revavatar train deocclusion --data {args.data} --steps {args.steps} "
                         f"--batch {args.batch} --lr {args.lr:g} --width {args.width} "
