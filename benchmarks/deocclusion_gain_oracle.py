@@ -30,7 +30,7 @@ import numpy as np
 from revavatar.core.onnx_runtime import create_session
 from revavatar.learning.deocclusion import OcclusionPairs, mirror_for
 from revavatar.learning.train_deocclusion import eye_window
-from revavatar.vrface.effects import OcclusionParams, occlusion, occlusion_fields
+from revavatar.vrface.effects import OcclusionParams, apply_occlusion, occlusion_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 #: eye-weighted change from which a draw counts as touching the eye (the trainer's threshold)
@@ -50,11 +50,11 @@ def measure(pairs: OcclusionPairs, model: Path, every: int, seed: int) -> np.nda
     rows = []
     for k in range(0, len(pairs), every):
         params = asdict(replace(OcclusionParams.draw(rng), smudge=0.0))
-        draw = int(rng.integers(2**63 - 1))
         clean = pairs.frames[k]
-        hit = occlusion(clean, np.random.default_rng(draw), **params)
-        gain = mirror_for(pairs.regions[k],
-                          occlusion_fields(clean.shape, np.random.default_rng(draw), **params).gain)
+        occ = occlusion_fields(clean.shape, np.random.default_rng(int(rng.integers(2**63 - 1))),
+                               **params)
+        hit = apply_occlusion(clean, occ)
+        gain = mirror_for(pairs.regions[k], occ.gain)
         truth, seen = (mirror_for(pairs.regions[k], pairs._finish(k, f)).astype(np.float32)
                        for f in (clean, hit))
         occluded = float((np.abs(seen - truth) * w).sum())

@@ -186,6 +186,7 @@ def test_occlusion_fields_are_what_the_occlusion_did() -> None:
     f = img.astype(np.float32)
     rebuilt = occ.gain * (f * (1.0 - occ.smudge) + occ.haze(f) * occ.smudge)
     assert np.abs(rebuilt - out).max() <= 0.5 + 1e-3  # the effect's rounding only
+    assert np.array_equal(fx.apply_occlusion(img, occ), out)  # one draw, applied
     plain = fx.occlusion_fields(img.shape, np.random.default_rng(7), n_blobs=1, smudge=0.0)
     assert plain.smudge is None and plain.window is None
 

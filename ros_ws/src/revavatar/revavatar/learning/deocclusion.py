@@ -436,18 +436,20 @@ class OcclusionPairs:
         ``fields``, a fourth array, (3, H, W): the :func:`field_targets` and 1 where the two
         frames differ (the occlusion shows; all zeros without one). The draws are the same
         either way."""
-        from revavatar.vrface.effects import OcclusionParams, occlusion  # noqa: PLC0415
-        from revavatar.vrface.effects import occlusion_fields  # noqa: PLC0415
+        from revavatar.vrface.effects import (  # noqa: PLC0415
+            OcclusionParams,
+            apply_occlusion,
+            occlusion_fields,
+        )
 
         clean = self.frames[k]
         hit = clean
         occ = None
         if rng.random() < p_occlusion:
             p = OcclusionParams.draw(rng)
-            seed = int(rng.integers(2**63 - 1))
-            hit = occlusion(clean, np.random.default_rng(seed), **asdict(p))
-            if fields:
-                occ = occlusion_fields(clean.shape, np.random.default_rng(seed), **asdict(p))
+            occ = occlusion_fields(clean.shape, np.random.default_rng(int(rng.integers(2**63 - 1))),
+                                   **asdict(p))
+            hit = apply_occlusion(clean, occ)
         mask = (np.abs(hit.astype(np.int16) - clean) > MASK_LEVELS).astype(np.float32)
         region = self.regions[k]
         truth, seen = self._finish(k, clean), self._finish(k, hit)

@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 __all__ = [
     "BLUR_KINDS", "EFFECTS", "BlurParams", "EyebrowParams", "HeadsetMaskParams", "IRLookParams",
     "LensDistortionParams", "LightingParams", "NoiseParams", "OcclusionFields", "OcclusionParams",
-    "VignetteParams",
-    "apply_effects", "blur", "eyebrow_band", "eyebrow_reduction", "headset_mask", "ir_look",
-    "lens_distortion", "lighting", "occlusion", "occlusion_fields", "sensor_noise", "vignetting",
+    "VignetteParams", "apply_effects", "apply_occlusion", "blur", "eyebrow_band",
+    "eyebrow_reduction", "headset_mask", "ir_look", "lens_distortion", "lighting", "occlusion",
+    "occlusion_fields", "sensor_noise", "vignetting",
 ]
 
 P = TypeVar("P", bound="_Params")
@@ -491,7 +491,13 @@ def occlusion_fields(shape: tuple[int, ...], rng: np.random.Generator, **params:
 def occlusion(image: np.ndarray, rng: np.random.Generator, **params: Any) -> np.ndarray:
     """Darken random soft blobs and haze one smudged patch; positions come from ``rng``."""
     _check_image(image)
-    occ = occlusion_fields(image.shape, rng, **params)
+    return apply_occlusion(image, occlusion_fields(image.shape, rng, **params))
+
+
+def apply_occlusion(image: np.ndarray, occ: OcclusionFields) -> np.ndarray:
+    """``image`` under an occlusion already drawn (:func:`occlusion_fields`): a caller that
+    needs the fields as well draws them once."""
+    _check_image(image)
     h, w = image.shape[:2]
     f = image.astype(np.float32)
     if occ.window is not None and occ.smudge is not None:
