@@ -11,12 +11,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from revavatar.learning.data import VRFaceIndex
 from revavatar.learning.deocclusion import (
     DeoccluderConfig,
     DeoccluderNet,
     OcclusionPairs,
+    clean_weighted,
     field_targets,
     mirror_for,
     pair_loss,
@@ -278,10 +280,10 @@ def test_sharpening_field_undoes_a_haze() -> None:
         DeoccluderConfig(haze_sigma=0.0)
 
 
-@pytest.mark.parametrize("grow", ["sharpen", "log_input"])
+@pytest.mark.parametrize("grow", ["sharpen", "log_input", "deep_context"])
 def test_network_grown_starts_as_the_one_without(tmp_path: Path, grow: str) -> None:
-    """A sharpening field or a log input added to a trained network: the same function until
-    training moves the new weights."""
+    """A sharpening field, a log input or the deep branch added to a trained network: the same
+    function until training moves the new weights."""
     from revavatar.learning.trainer import Checkpointer
 
     torch.manual_seed(0)
@@ -291,12 +293,19 @@ def test_network_grown_starts_as_the_one_without(tmp_path: Path, grow: str) -> N
             prm.add_(0.05 * torch.randn_like(prm))  # not the identity
     Checkpointer(tmp_path).save(10, {"net": plain})
     grown = DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8, **{grow: True}))
-    Checkpointer(tmp_path).load_weights({"net": grown}, new=())
+    Checkpointer(tmp_path).load_weights({"net": grown}, new=("deep.",))
     x = torch.rand(1, 1, 48, 64)
     assert not torch.allclose(plain(x), x)
     assert torch.allclose(grown(x), plain(x), atol=1e-6)
     if grow == "sharpen":
         assert float(grown.fields(x)[4].abs().max()) == 0.0
+    elif grow == "deep_context":  # a real branch down to 1/16, whose output starts at zero
+        assert grown.deep is not None and plain.deep is None
+        q = grown.down(grown.stem(F.pixel_unshuffle(grown._inputs(x), 2)))
+        assert q.shape[-2:] == (12, 16) and float(grown.deep(q).abs().max()) == 0.0
+        assert grown.deep.down2(grown.deep.down1(q)).shape[-2:] == (3, 4)
+        grown.corrected(x)[0].sum().backward()  # and it trains from there
+        assert float(grown.deep.out.weight.grad.abs().max()) > 0.0
     else:
         assert grown.stem[0][0].in_channels == 8 and grown._inputs(x).shape[1] == 2
         dark = torch.full((1, 1, 4, 4), 1.0 / 255.0)  # the log spans about -0.5 .. 0.5
@@ -332,6 +341,31 @@ def test_eye_weight_map_peaks_where_the_camera_sees_the_eye() -> None:
     v, u = np.unravel_index(w.argmax(), w.shape)
     assert abs(u - cam.cx) < 3 and abs(v - cam.cy) < 3  # generic.yaml aims at the eye centre
     assert w[0, 0] < 1.01 and w[int(v), int(u) + 100] < w[int(v), int(u) + 30]
+
+
+def test_clean_weight_scales_the_frames_without_an_occlusion() -> None:
+    mask = torch.zeros(2, 1, 6, 8)
+    mask[1, :, 2:4, 3:5] = 1.0  # the second frame is occluded
+    weight = torch.ones(1, 1, 6, 8)
+    weight[..., 2:4, :] = 5.0  # the eye map is kept, per frame
+    w = clean_weighted(weight, mask, 4.0)
+    assert w.shape == (2, 1, 6, 8)
+    assert torch.equal(w[0], 4.0 * weight[0]) and torch.equal(w[1], weight[0])
+    assert torch.equal(clean_weighted(None, mask, 3.0)[:, 0, 0, 0], torch.tensor([3.0, 1.0]))
+    # in the loss: a clean frame the network moves costs that much more than with weight 1
+    net = DeoccluderNet(DeoccluderConfig(frame_size=(8, 8), width=4))
+    x = torch.full((2, 1, 8, 8), 0.5)
+    y = x.clone()
+    y[0] += 0.1  # the same error on the clean and the occluded frame
+    y[1] += 0.1
+    m = torch.zeros_like(x)
+    m[1, :, 2:4, 2:4] = 1.0
+    plain = pair_loss(net, x, y, m, clean_weighted(None, m, 1.0))[1]["rmse"]
+    assert pair_loss(net, x, y, m, clean_weighted(None, m, 4.0))[1]["rmse"] == pytest.approx(plain)
+    y[1] = x[1]  # only the clean frame is wrong: its share goes from 1/2 to 4/5 of the mean
+    ratio = (pair_loss(net, x, y, m, clean_weighted(None, m, 4.0))[1]["rmse"]
+             / pair_loss(net, x, y, m, clean_weighted(None, m, 1.0))[1]["rmse"])
+    assert ratio == pytest.approx((0.8 / 0.5) ** 0.5, rel=1e-4)
 
 
 def test_weighted_loss_counts_the_eye_more() -> None:
@@ -523,13 +557,15 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
              "--threads", "1", "--no-progress", "--eye-weight", "2"]
     run_from_args(parser.parse_args([*grown, "--steps", "2", "--sharpen", "--crop", "32",
                                      "--init-from", str(tmp_path / "c"), "--edge-weight", "0.5",
-                                     "--field-weight", "3", "--log-input", "--ema", "0.5"]))
+                                     "--field-weight", "3", "--log-input", "--ema", "0.5",
+                                     "--deep-context", "--clean-weight", "2"]))
     card = json.loads((tmp_path / "g" / "card.json").read_text())
     assert card["steps"] == 2 and card["config"]["sharpen"] and card["crop"] == 32
     assert card["init_from"] == str(tmp_path / "c")
-    assert ("--edge-weight 0.5 --field-weight 3 --sharpen --log-input --ema 0.5 --crop 32 "
-            "--init-from") in card["command"]
-    assert card["config"]["log_input"] and "--ema 0.5" in card["command"]
+    assert ("--edge-weight 0.5 --field-weight 3 --sharpen --log-input --deep-context "
+            "--clean-weight 2 --ema 0.5 --crop 32 --init-from") in card["command"]
+    assert card["config"]["log_input"] and card["config"]["deep_context"]
+    assert "1/8 and 1/16 resolution branch" in (tmp_path / "g" / "README.md").read_text()
     assert "moving average of the trained ones (decay 0.5" in (tmp_path / "g" / "README.md").read_text()
     from safetensors.torch import load_file
 
@@ -543,6 +579,8 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
     assert OnnxDeoccluder(tmp_path / "g")(frame, "left_eye").shape == frame.shape
     with pytest.raises(ValueError, match="ema"):
         run_from_args(parser.parse_args([*base, "--steps", "1", "--ema", "1"]))
+    with pytest.raises(ValueError, match="clean-weight"):
+        run_from_args(parser.parse_args([*base, "--steps", "1", "--clean-weight", "0"]))
     with pytest.raises(ValueError, match="p-occlusion"):
         run_from_args(parser.parse_args([*base, "--steps", "1", "--p-occlusion", "0"]))
     with pytest.raises(ValueError, match="multiple of 4"):

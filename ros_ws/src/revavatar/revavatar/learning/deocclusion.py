@@ -58,7 +58,8 @@ from revavatar.core.canonical import EYE_SIDES
 if TYPE_CHECKING:
     from revavatar.vrface.effects import OcclusionFields
 
-__all__ = ["DeoccluderConfig", "DeoccluderNet", "OcclusionPairs", "eye_weight_map", "field_targets",
+__all__ = ["DeoccluderConfig", "DeoccluderNet", "OcclusionPairs", "clean_weighted", "eye_weight_map",
+           "field_targets",
            "mirror_for", "pair_loss", "save_deoccluder"]
 
 #: gray-level change from which a pixel counts as occluded (the mask's training target)
@@ -94,6 +95,11 @@ class DeoccluderConfig:
     #: the frame, so in the log it is the same step on a dark iris as on bright skin; its
     #: weights are the stem's last inputs, so a network without it grows into one with it
     log_input: bool = False
+    #: a branch at 1/8 and 1/16 resolution added to the quarter-resolution features
+    #: (:class:`_DeepContext`): a blob that covers the eye has its gain set at its rim, up to a
+    #: blob's width away, and a constant gain is a low-frequency field; its output starts at
+    #: zero, so a network without it grows into one with it
+    deep_context: bool = False
 
     def __post_init__(self) -> None:
         if self.apply not in APPLIES:
@@ -114,7 +120,8 @@ class DeoccluderConfig:
                    sharpen=bool(d.get("sharpen", False)),
                    haze_sigma=float(d.get("haze_sigma", cls.haze_sigma)),
                    mask_bias=float(d.get("mask_bias", cls.mask_bias)),
-                   log_input=bool(d.get("log_input", cls.log_input)))
+                   log_input=bool(d.get("log_input", cls.log_input)),
+                   deep_context=bool(d.get("deep_context", cls.deep_context)))
 
 
 def _conv(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
@@ -131,6 +138,26 @@ class _Residual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.leaky_relu(x + self.body(x), 0.1)
+
+
+class _DeepContext(nn.Module):
+    """Quarter-resolution features (``c`` channels) -> a correction to them from 1/8 and 1/16
+    resolution (twice the channels there, a few hundred pixels at 1/16: cheap), upsampled and
+    added. The output layer starts at zero, so the branch starts as no change."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        c2 = 2 * c
+        self.down1 = nn.Sequential(_conv(c, c2, stride=2), _conv(c2, c2))  # 1/8
+        self.down2 = nn.Sequential(_conv(c2, c2, stride=2), _Residual(c2, 1), _Residual(c2, 2))
+        self.merge = _conv(2 * c2, c2)  # back at 1/8, with the 1/16 features
+        self.out = nn.Conv2d(c2, c, 1)
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        e = self.down1(q)
+        f = F.interpolate(self.down2(e), size=e.shape[-2:], mode="bilinear", align_corners=False)
+        g = self.out(self.merge(torch.cat([e, f], 1)))
+        return F.interpolate(g, size=q.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class DeoccluderNet(nn.Module):
@@ -155,6 +182,7 @@ class DeoccluderNet(nn.Module):
         inputs = 4 * (1 + int(self.config.log_input))  # 2x2 pixels of each input image
         self.stem = nn.Sequential(_conv(inputs, c), _conv(c, c))  # half resolution
         self.down = nn.Sequential(_conv(c, 2 * c, stride=2), _conv(2 * c, 2 * c))  # quarter
+        self.deep = _DeepContext(2 * c) if self.config.deep_context else None
         self.context = nn.Sequential(*[_Residual(2 * c, d) for d in (2, 4, 8, 16)])
         self.up = nn.Sequential(_conv(3 * c, c), _conv(c, c))
         # 3 fields, a 2x2-shuffled residual, then the sharpening field (last, so that a network
@@ -164,8 +192,11 @@ class DeoccluderNet(nn.Module):
             if isinstance(mod, nn.Conv2d):
                 nn.init.kaiming_normal_(mod.weight, a=0.1, nonlinearity="leaky_relu")
                 nn.init.zeros_(mod.bias)
-        for block in self.context:
+        residuals = [*self.context, *(self.deep.down2[1:] if self.deep is not None else ())]
+        for block in residuals:
             nn.init.zeros_(block.body[1].weight)
+        if self.deep is not None:
+            nn.init.zeros_(self.deep.out.weight)
         nn.init.zeros_(self.head.weight)
         with torch.no_grad():
             self.head.bias[0] = -4.0 / self.FIELD_SCALE[0]  # mask logit -4: shut
@@ -176,7 +207,8 @@ class DeoccluderNet(nn.Module):
     def fields(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(mask logit, log-gain, offset, residual, sharpening or None), each (N, 1, H, W)."""
         a = self.stem(F.pixel_unshuffle(self._inputs(x), 2))
-        b = self.context(self.down(a))
+        q = self.down(a)
+        b = self.context(q if self.deep is None else q + self.deep(q))
         b = F.interpolate(b, size=a.shape[-2:], mode="bilinear", align_corners=False)
         h = self.head(self.up(torch.cat([a, b], 1)))
         low = F.interpolate(h[:, :3] * self.scale, size=x.shape[-2:], mode="bilinear",
@@ -286,6 +318,20 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
         loss = loss + field * err
         parts["field_rmse"] = float(err.detach().sqrt())
     return loss, {"loss": float(loss.detach()), **parts}
+
+
+def clean_weighted(weight: torch.Tensor | None, mask: torch.Tensor, clean: float
+                   ) -> torch.Tensor:
+    """(N, 1, H, W) pixel weights for :func:`pair_loss`: ``weight`` (or ones), times ``clean``
+    on the frames with no occlusion (an all-zero ``mask``). A clean eye the network touches is
+    a gaze error made where there was none to undo: on val, the shipped model's damage to clean
+    eyes came from a few confident corrections of the lid's own shadow and lashes
+    (reports/alignment.md, tenth session), which an even loss pays for at the rate of any
+    other error."""
+    base = torch.ones_like(mask[:, :1]) if weight is None else weight.expand_as(mask[:, :1])
+    empty = mask.flatten(1).amax(1) == 0
+    scale = torch.where(empty, torch.tensor(float(clean)), torch.tensor(1.0))
+    return base * scale.view(-1, 1, 1, 1)
 
 
 def field_targets(occ: OcclusionFields, clean: np.ndarray) -> np.ndarray:
@@ -566,7 +612,10 @@ def _readme(card: dict[str, Any]) -> str:
         "same frame without VR-Face's occlusion (dark blobs, lens smudge); right eyes are "
         "mirrored in and out. Runs before every aligner (`core.deocclusion.OnnxDeoccluder`).",
         f"- Network: a mask, a log-gain and an offset field at half resolution and a "
-        f"full-resolution residual (width {cfg['width']}, {card['params']:,} parameters), all "
+        "full-resolution residual"
+        + (", read from quarter-resolution features with a 1/8 and 1/16 resolution branch"
+           if config.deep_context else "")
+        + f" (width {cfg['width']}, {card['params']:,} parameters), all "
         "trained; deployed (ONNX), " + _APPLIED[config.apply] + _mask_bias(config.mask_bias)
         + ".",
         f"- Data: `{card.get('data')}`, {card.get('train_frames')} train eye frames replayed "

@@ -18,6 +18,7 @@ from revavatar.learning.deocclusion import (
     DeoccluderConfig,
     DeoccluderNet,
     OcclusionPairs,
+    clean_weighted,
     eye_weight_map,
     pair_loss,
     save_deoccluder,
@@ -73,6 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weight of the log-gain and offset fields' error against the "
                              "drawn occlusion's exact inverse (learning.deocclusion.pair_loss "
                              "field; 0 = none, the default)")
+    parser.add_argument("--clean-weight", type=float, default=1.0,
+                        help="weight of the frames without an occlusion in the loss, against 1 "
+                             "for the occluded ones (learning.deocclusion.clean_weighted; "
+                             "default 1)")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="keep a moving average of the weights with this decay per step "
                              "(e.g. 0.999) and validate and export it instead of the last "
@@ -81,6 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-input", action="store_true",
                         help="give the network the frame's log as a second input "
                              "(DeoccluderConfig.log_input)")
+    parser.add_argument("--deep-context", action="store_true",
+                        help="add the 1/8 and 1/16 resolution branch "
+                             "(DeoccluderConfig.deep_context)")
     parser.add_argument("--sharpen", action="store_true",
                         help="add the unsharp-mask field (DeoccluderConfig.sharpen)")
     parser.add_argument("--crop", type=int, default=None,
@@ -89,8 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "160, all of them near the eye; the val figures stay whole-frame")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="start from the newest weights in this checkpoint folder (a "
-                             "network without --sharpen grows into one with it, starting as "
-                             "the same function), on a fresh schedule and optimizer")
+                             "network without --sharpen, --log-input or --deep-context grows "
+                             "into one with it, starting as the same function), on a fresh schedule and optimizer")
     # the checkpoint folder also keeps the replayed frames (frames_<split>_<n>.npz)
     add_run_arguments(parser, Path("models/deocclusion"), Path("/tmp/revavatar_deocclusion"))
 
@@ -204,6 +212,9 @@ def train(args: argparse.Namespace) -> Path:
     if not 0.0 < args.p_occlusion <= 1.0:
         msg = f"--p-occlusion {args.p_occlusion} must lie in (0, 1]"
         raise ValueError(msg)
+    if args.clean_weight <= 0:
+        msg = f"--clean-weight {args.clean_weight} must be positive"
+        raise ValueError(msg)
     if not 0.0 <= args.ema < 1.0:
         msg = f"--ema {args.ema} must be a decay in [0, 1)"
         raise ValueError(msg)
@@ -228,7 +239,8 @@ def train(args: argparse.Namespace) -> Path:
     everywhere = torch.ones(1, 1, h, w)  # the weights --crop cuts when there is no eye weight
     net = DeoccluderNet(DeoccluderConfig(frame_size=(w, h), width=args.width, apply=args.apply,
                                          sharpen=args.sharpen, mask_bias=args.mask_bias,
-                                         log_input=args.log_input))
+                                         log_input=args.log_input,
+                                         deep_context=args.deep_context))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     average = copy.deepcopy(net).requires_grad_(False) if args.ema > 0 else None
     modules = {"net": net} | ({"ema": average} if average is not None else {})
@@ -241,7 +253,7 @@ def train(args: argparse.Namespace) -> Path:
         log.truncate(step)
         vlog.truncate(step)
     elif args.init_from is not None:
-        Checkpointer(args.init_from).load_weights({"net": net}, new=())
+        Checkpointer(args.init_from).load_weights({"net": net}, new=("deep.",))
         if average is not None:
             average.load_state_dict(net.state_dict())
     bar = progress(stop, initial=step, desc="train deocclusion", disable=args.no_progress)
@@ -260,6 +272,8 @@ def train(args: argparse.Namespace) -> Path:
             x, y, mask, wmap, *targets = eye_crop(
                 (x, y, mask, everywhere if weight is None else weight, *targets), centre,
                 args.crop, rng)
+        if args.clean_weight != 1.0:
+            wmap = clean_weighted(wmap, mask, args.clean_weight)
         loss, parts = pair_loss(net, x, y, mask, wmap, args.edge_weight,
                                 targets[0] if targets else None, args.field_weight)
         if not torch.isfinite(loss):
@@ -315,6 +329,9 @@ def _card(args: argparse.Namespace, frames: int, step: int, wall: float,
                            else "")
                         + (" --sharpen" if args.sharpen else "")
                         + (" --log-input" if args.log_input else "")
+                        + (" --deep-context" if args.deep_context else "")
+                        + (f" --clean-weight {args.clean_weight:g}"
+                           if args.clean_weight != 1.0 else "")
                         + (f" --ema {args.ema:g}" if args.ema > 0 else "")
                         + (f" --crop {args.crop}" if args.crop else "")
                         + (f" --init-from {args.init_from}" if args.init_from else "")
