@@ -82,6 +82,7 @@ from revavatar.learning.eval_align import (
     paste_into_face,
     perturbed_truth,
     spread_samples,
+    wearer_reference,
 )
 from revavatar.learning.trainer import progress
 from revavatar.vrface.renderer import render_depth_orthographic
@@ -126,6 +127,7 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
     layout = replay.layout
     entries = spread_samples(index, split, ("front",), limit)
     enrolled = enrollment_frames(index, split, enroll_frames)
+    in_headset = wearer_reference(deoccluder, index, split)
     calibration = index.calibration()
     aligners = {r: method_aligners(r, calibration, models, layout) for r in EYE_SIDES}
     planes = {a: getattr(a, "rectifier", None) for r in EYE_SIDES for a in aligners[r].values()}
@@ -152,6 +154,7 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
                 continue
             stored = view = cv2.imread(e[region], cv2.IMREAD_UNCHANGED)
             if deoccluder is not None:
+                in_headset(e, region)
                 view = deoccluder(view, region)
             exact = SurfaceAligner(renderer.camera("front", region), layout.region(region), layout,
                                    depth, plane_fallback=False)

@@ -280,7 +280,7 @@ def test_sharpening_field_undoes_a_haze() -> None:
         DeoccluderConfig(haze_sigma=0.0)
 
 
-@pytest.mark.parametrize("grow", ["sharpen", "log_input", "deep_context"])
+@pytest.mark.parametrize("grow", ["sharpen", "log_input", "deep_context", "reference"])
 def test_network_grown_starts_as_the_one_without(tmp_path: Path, grow: str) -> None:
     """A sharpening field, a log input or the deep branch added to a trained network: the same
     function until training moves the new weights."""
@@ -295,8 +295,9 @@ def test_network_grown_starts_as_the_one_without(tmp_path: Path, grow: str) -> N
     grown = DeoccluderNet(DeoccluderConfig(frame_size=(64, 48), width=8, **{grow: True}))
     Checkpointer(tmp_path).load_weights({"net": grown}, new=("deep.",))
     x = torch.rand(1, 1, 48, 64)
+    ref = torch.rand_like(x) if grow == "reference" else None
     assert not torch.allclose(plain(x), x)
-    assert torch.allclose(grown(x), plain(x), atol=1e-6)
+    assert torch.allclose(grown(x, ref), plain(x), atol=1e-6)
     if grow == "sharpen":
         assert float(grown.fields(x)[4].abs().max()) == 0.0
     elif grow == "deep_context":  # a real branch down to 1/16, whose output starts at zero
@@ -306,6 +307,13 @@ def test_network_grown_starts_as_the_one_without(tmp_path: Path, grow: str) -> N
         assert grown.deep.down2(grown.deep.down1(q)).shape[-2:] == (3, 4)
         grown.corrected(x)[0].sum().backward()  # and it trains from there
         assert float(grown.deep.out.weight.grad.abs().max()) > 0.0
+    elif grow == "reference":  # the reference's weights are the stem's last four inputs
+        assert grown.stem[0][0].in_channels == 8
+        assert float(grown.stem[0][0].weight[:, 4:].abs().max()) == 0.0
+        with pytest.raises(ValueError, match="reads a reference"):
+            grown(x)
+        with pytest.raises(ValueError, match="takes no reference"):
+            plain(x, ref)
     else:
         assert grown.stem[0][0].in_channels == 8 and grown._inputs(x).shape[1] == 2
         dark = torch.full((1, 1, 4, 4), 1.0 / 255.0)  # the log spans about -0.5 .. 0.5
@@ -468,11 +476,35 @@ class _Mark:
     """A fake de-occluder that marks what it touched, and a fake aligner that returns it."""
 
     REGIONS = ("left_eye", "right_eye")
+    reference_frames = 0
 
     def __call__(self, frame: np.ndarray, region: str) -> np.ndarray:
         out = frame.copy()
         out[0, 0] = 255 if region == "left_eye" else 128
         return out
+
+    def has_reference(self, region: str) -> bool:
+        return True
+
+
+class _NeedsWearer(_Mark):
+    """A fake de-occluder that reads the wearer's eye: it records the frames it was enrolled
+    with and refuses to run before."""
+
+    reference_frames = 3
+
+    def __init__(self) -> None:
+        self.enrolled: list[int] = []
+
+    def has_reference(self, region: str) -> bool:
+        return bool(self.enrolled)
+
+    def set_reference(self, region: str, frames: list[np.ndarray]) -> None:
+        self.enrolled = [int(f[1, 1]) for f in frames]
+
+    def __call__(self, frame: np.ndarray, region: str) -> np.ndarray:
+        assert self.enrolled, "run before the wearer was enrolled"
+        return super().__call__(frame, region)
 
 
 class _Echo:
@@ -494,6 +526,52 @@ def test_deoccluded_aligner_reads_through_the_deoccluder() -> None:
     assert inner.rectifier == "surface" and a.rectifier == "surface"
     with pytest.raises(ValueError, match="eye cameras"):
         DeoccludedAligner(inner, _Mark(), "lower_face")  # type: ignore[arg-type]
+
+
+def test_eye_reference_votes_out_the_occlusion_of_single_frames() -> None:
+    from revavatar.core.deocclusion import eye_reference
+    from revavatar.errors import InputError
+
+    eye = np.full((6, 8), 120, np.uint8)
+    eye[2:4, 3:5] = 30  # the wearer's own dark part is in every frame
+    frames = [eye.copy() for _ in range(3)]
+    frames[0][0:2, 0:2] = 10  # a blob in one frame, another in the next
+    frames[1][4:6, 6:8] = 10
+    ref = eye_reference(frames)
+    assert ref.dtype == np.uint8 and np.array_equal(ref, eye)
+    with pytest.raises(InputError, match="at least one"):
+        eye_reference([])
+    with pytest.raises(InputError, match="one size"):
+        eye_reference([eye, eye[:4]])
+
+
+def test_wearer_frames_are_other_samples_of_the_same_person(build_dir: Path) -> None:
+    from revavatar.learning.data import wearer_frames
+
+    index = VRFaceIndex(build_dir)
+    entries = index.samples("train")
+    others = wearer_frames(index, "train", 2)
+    for e in entries:
+        got = others(e)
+        same = [o for o in entries if o["identity"] == e["identity"] and o is not e]
+        assert len(got) == min(2, len(same))
+        assert all(o["identity"] == e["identity"] and o["index"] != e["index"] for o in got)
+    with pytest.raises(ValueError, match="at least 1"):
+        wearer_frames(index, "train", 0)
+
+
+def test_deoccluded_aligner_enrolls_the_wearer_from_the_stream_first() -> None:
+    from revavatar.core.deocclusion import DeoccludedAligner
+
+    fake = _NeedsWearer()
+    a = DeoccludedAligner(_Echo(), fake, "left_eye", enroll_every=2)  # type: ignore[arg-type]
+    out = [a.align(np.full((4, 4), i, np.uint8))[0, 0] for i in range(8)]
+    # frames 0, 2 and 4 enroll the wearer; the first four pass as they are, from the fifth on
+    # every frame is de-occluded (marked 255)
+    assert fake.enrolled == [0, 2, 4]
+    assert out == [0, 1, 2, 3, 255, 255, 255, 255]
+    with pytest.raises(ValueError, match="enroll_every"):
+        DeoccludedAligner(_Echo(), _Mark(), "left_eye", enroll_every=0)  # type: ignore[arg-type]
 
 
 def test_graph_aligner_with_the_prefix_wraps_the_eye_cameras_only(
@@ -523,6 +601,7 @@ def test_graph_aligner_with_the_prefix_wraps_the_eye_cameras_only(
 
 def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -> None:
     from revavatar.core.deocclusion import OnnxDeoccluder
+    from revavatar.errors import InputError
     from revavatar.learning.train_deocclusion import add_arguments, run_from_args
 
     parser = argparse.ArgumentParser()
@@ -558,12 +637,13 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
     run_from_args(parser.parse_args([*grown, "--steps", "2", "--sharpen", "--crop", "32",
                                      "--init-from", str(tmp_path / "c"), "--edge-weight", "0.5",
                                      "--field-weight", "3", "--log-input", "--ema", "0.5",
-                                     "--deep-context", "--clean-weight", "2"]))
+                                     "--deep-context", "--clean-weight", "2", "--reference", "2"]))
     card = json.loads((tmp_path / "g" / "card.json").read_text())
     assert card["steps"] == 2 and card["config"]["sharpen"] and card["crop"] == 32
     assert card["init_from"] == str(tmp_path / "c")
     assert ("--edge-weight 0.5 --field-weight 3 --sharpen --log-input --deep-context "
-            "--clean-weight 2 --ema 0.5 --crop 32 --init-from") in card["command"]
+            "--reference 2 --clean-weight 2 --ema 0.5 --crop 32 --init-from") in card["command"]
+    assert card["config"]["reference"] and card["reference_frames"] == 2
     assert card["config"]["log_input"] and card["config"]["deep_context"]
     assert "1/8 and 1/16 resolution branch" in (tmp_path / "g" / "README.md").read_text()
     assert "moving average of the trained ones (decay 0.5" in (tmp_path / "g" / "README.md").read_text()
@@ -576,7 +656,12 @@ def test_train_cli_writes_a_model_and_resumes(build_dir: Path, tmp_path: Path) -
     assert not torch.equal(exported[key], stored[f"net.{key}"])
     edges = {"eye_touched_edges_in", "eye_touched_edges_out", "eye_clean_edges_out"}
     assert edges <= set(card["val"])
-    assert OnnxDeoccluder(tmp_path / "g")(frame, "left_eye").shape == frame.shape
+    grown_model = OnnxDeoccluder(tmp_path / "g")
+    assert grown_model.reference_frames == 2
+    with pytest.raises(InputError, match="set_reference"):
+        grown_model(frame, "left_eye")
+    grown_model.set_reference("left_eye", [frame, frame[::-1].copy()])
+    assert grown_model(frame, "left_eye").shape == frame.shape
     with pytest.raises(ValueError, match="ema"):
         run_from_args(parser.parse_args([*base, "--steps", "1", "--ema", "1"]))
     with pytest.raises(ValueError, match="clean-weight"):

@@ -245,6 +245,30 @@ def enrollment_frames(index: Any, split: str,
     return refs
 
 
+def wearer_frames(index: Any, split: str, frames: int
+                  ) -> Callable[[dict[str, Any]], list[dict[str, Any]]]:
+    """Per sample, ``frames`` other samples of the same identity in ``split`` (never the sample
+    itself), evenly spread over that identity's samples in index order: the headset frames an
+    in-headset enrollment of that many frames would have seen of the wearer (their eye cameras'
+    median is the de-occluder's reference, :func:`revavatar.core.deocclusion.eye_reference`).
+    A wearer with fewer other samples gives what there is."""
+    if frames < 1:
+        msg = f"an in-headset enrollment has at least 1 frame, got {frames}"
+        raise ValueError(msg)
+    pool: dict[str, list[dict[str, Any]]] = {}
+    for e in index.samples(split):
+        pool.setdefault(str(e.get("identity", "")), []).append(e)
+
+    def others(entry: dict[str, Any]) -> list[dict[str, Any]]:
+        rest = [e for e in pool.get(str(entry.get("identity", "")), [])
+                if e["index"] != entry["index"]]
+        if len(rest) <= frames:
+            return rest
+        return [rest[int(i)] for i in np.linspace(0, len(rest) - 1, frames)]
+
+    return others
+
+
 class ReferenceSurfaces:
     """Per sample, rectification onto the sample's enrollment face (``input_mode="surface"``).
 

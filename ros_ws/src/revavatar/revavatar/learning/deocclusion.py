@@ -42,6 +42,7 @@ faces (reports/alignment.md).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import warnings
 from dataclasses import asdict, dataclass
@@ -100,6 +101,11 @@ class DeoccluderConfig:
     #: blob's width away, and a constant gain is a low-frequency field; its output starts at
     #: zero, so a network without it grows into one with it
     deep_context: bool = False
+    #: a second image beside the frame: the wearer's eye as the same camera sees it, the
+    #: median of several of their frames (:func:`revavatar.core.deocclusion.eye_reference`),
+    #: so that the wearer's own lid shadows and lashes are told from a blob; its weights are
+    #: the stem's last inputs, so a network without it grows into one with it
+    reference: bool = False
 
     def __post_init__(self) -> None:
         if self.apply not in APPLIES:
@@ -121,7 +127,8 @@ class DeoccluderConfig:
                    haze_sigma=float(d.get("haze_sigma", cls.haze_sigma)),
                    mask_bias=float(d.get("mask_bias", cls.mask_bias)),
                    log_input=bool(d.get("log_input", cls.log_input)),
-                   deep_context=bool(d.get("deep_context", cls.deep_context)))
+                   deep_context=bool(d.get("deep_context", cls.deep_context)),
+                   reference=bool(d.get("reference", cls.reference)))
 
 
 def _conv(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Sequential:
@@ -179,7 +186,8 @@ class DeoccluderNet(nn.Module):
             msg = f"frame size {w}x{h}: width and height must be multiples of 4"
             raise ValueError(msg)
         c = self.config.width
-        inputs = 4 * (1 + int(self.config.log_input))  # 2x2 pixels of each input image
+        images = (1 + int(self.config.log_input)) * (1 + int(self.config.reference))
+        inputs = 4 * images  # 2x2 pixels of each input image
         self.stem = nn.Sequential(_conv(inputs, c), _conv(c, c))  # half resolution
         self.down = nn.Sequential(_conv(c, 2 * c, stride=2), _conv(2 * c, 2 * c))  # quarter
         self.deep = _DeepContext(2 * c) if self.config.deep_context else None
@@ -204,9 +212,11 @@ class DeoccluderNet(nn.Module):
                              persistent=False)
         self.register_buffer("haze", _gaussian_taps(self.config.haze_sigma), persistent=False)
 
-    def fields(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(mask logit, log-gain, offset, residual, sharpening or None), each (N, 1, H, W)."""
-        a = self.stem(F.pixel_unshuffle(self._inputs(x), 2))
+    def fields(self, x: torch.Tensor, ref: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, ...]:
+        """(mask logit, log-gain, offset, residual, sharpening or None), each (N, 1, H, W);
+        ``ref``: the wearer's reference frame, (N, 1, H, W), with ``config.reference``."""
+        a = self.stem(F.pixel_unshuffle(self._inputs(x, ref), 2))
         q = self.down(a)
         b = self.context(q if self.deep is None else q + self.deep(q))
         b = F.interpolate(b, size=a.shape[-2:], mode="bilinear", align_corners=False)
@@ -219,10 +229,11 @@ class DeoccluderNet(nn.Module):
                                     align_corners=False)
         return low[:, :1], low[:, 1:2], low[:, 2:3], F.pixel_shuffle(h[:, 3:7], 2), sharpen
 
-    def corrected(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def corrected(self, x: torch.Tensor, ref: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training: (output, mask logit, the correction before the mask), with the full
         correction (gain, offset, residual and, with ``config.sharpen``, the unsharp mask)."""
-        return self.apply_fields(x, self.fields(x))
+        return self.apply_fields(x, self.fields(x, ref))
 
     def apply_fields(self, x: torch.Tensor, fields: tuple[torch.Tensor, ...]
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -234,12 +245,19 @@ class DeoccluderNet(nn.Module):
             fixed = fixed + sharpen * (x - self._blur(x))
         return x + torch.sigmoid(m) * (fixed - x), m, fixed
 
-    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+    def _inputs(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         """The frame centred on 0 and, with ``config.log_input``, its log (1/255 to 1 mapped to
-        about -0.5 to 0.5) as a second channel."""
+        about -0.5 to 0.5) as a second channel; with ``config.reference``, the same of ``ref``
+        after them."""
+        if self.config.reference != (ref is not None):
+            msg = ("this de-occluder reads a reference frame beside the frame"
+                   if self.config.reference else "this de-occluder takes no reference frame")
+            raise ValueError(msg)
+        images = [x] if ref is None else [x, ref]
         if not self.config.log_input:
-            return x - 0.5
-        return torch.cat([x - 0.5, torch.log(x + _LOG_FLOOR) / _LOG_SPAN + 0.5], 1)
+            return torch.cat([i - 0.5 for i in images], 1)
+        return torch.cat([c for i in images
+                          for c in (i - 0.5, torch.log(i + _LOG_FLOOR) / _LOG_SPAN + 0.5)], 1)
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian (``config.haze_sigma``), the border repeated."""
@@ -247,15 +265,15 @@ class DeoccluderNet(nn.Module):
         x = F.pad(x, (r, r, r, r), mode="replicate")
         return F.conv2d(F.conv2d(x, self.haze), self.haze.transpose(-1, -2))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Deployed: x (N, 1, H, W) in [0, 1] -> the corrected frame, (N, 1, H, W) clamped to
-        [0, 1]: the full correction, or with ``config.apply == "gain"`` the frame times the gain
-        (the offset and the residual left out), behind the mask shifted by
-        ``config.mask_bias``."""
+    def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+        """Deployed: x (N, 1, H, W) in [0, 1] (and, with ``config.reference``, the wearer's
+        reference frame ``ref`` alike) -> the corrected frame, (N, 1, H, W) clamped to [0, 1]:
+        the full correction, or with ``config.apply == "gain"`` the frame times the gain (the
+        offset and the residual left out), behind the mask shifted by ``config.mask_bias``."""
         if self.config.apply == "full":
-            _, m, fixed = self.corrected(x)
+            _, m, fixed = self.corrected(x, ref)
         else:
-            m, g = self.fields(x)[:2]
+            m, g = self.fields(x, ref)[:2]
             fixed = x * torch.exp(g)
         return (x + torch.sigmoid(m - self.config.mask_bias) * (fixed - x)).clamp(0.0, 1.0)
 
@@ -269,8 +287,8 @@ def _gaussian_taps(sigma: float) -> torch.Tensor:
 
 def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
               weight: torch.Tensor | None = None, edge: float = 0.0,
-              targets: torch.Tensor | None = None, field: float = 0.0
-              ) -> tuple[torch.Tensor, dict[str, float]]:
+              targets: torch.Tensor | None = None, field: float = 0.0,
+              ref: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """MSE of the output, MSE of the correction inside the true mask (and, at a tenth of the
     weight, outside it), and the mask's BCE; ``weight`` (broadcast to the frames) weights the
     pixels of all four (:func:`eye_weight_map`): a mask that opens on the eye's own dark parts
@@ -282,7 +300,8 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
     (weighted) MSE of the log-gain and offset fields against ``targets`` ((N, 3, H, W) from
     :meth:`OcclusionPairs.batch`: the exact inverse of the drawn occlusion,
     :func:`field_targets`, and a mask of where the occlusion shows), counted only where the
-    occlusion shows. The gray levels say how wrong the output is; the fields say which gain was wrong, in the same units on a dark iris as on
+    occlusion shows; ``ref``: the wearer's reference frames, for a network with
+    ``config.reference``. The gray levels say how wrong the output is; the fields say which gain was wrong, in the same units on a dark iris as on
     bright skin. Where the occlusion does not show (under the housing) no gain can be read, and
     where there is none the shut mask passes the frame whatever the fields say.
 
@@ -291,7 +310,7 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
     mask, gets almost no gradient; without the outside one the correction is free where the mask
     is almost shut, and a mask at 0.05 over a correction 60 levels off moves clean frames.
     """
-    fields = net.fields(x)
+    fields = net.fields(x, ref)
     out, logit, fixed = net.apply_fields(x, fields)
     w = torch.ones_like(y) if weight is None else weight.expand_as(y)
     rec = ((out - y).pow(2) * w).sum() / w.sum()
@@ -474,6 +493,52 @@ class OcclusionPairs:
     def __len__(self) -> int:
         return len(self.frames)
 
+    def load_references(self, frames: int, cache: str | Path | None = None,
+                        progress: bool = True) -> None:
+        """Give every frame its wearer's reference (:attr:`references`, uint8 (N, H, W), in
+        the frames' own orientation): the median (:func:`revavatar.core.deocclusion.
+        eye_reference`) of that eye camera's stored frames in ``frames`` other samples of the
+        same identity (:func:`revavatar.learning.data.wearer_frames`), as an in-headset
+        enrollment would have seen them, occlusions and all. Kept in ``cache`` like the
+        frames."""
+        import cv2  # noqa: PLC0415
+
+        from revavatar.core.deocclusion import eye_reference  # noqa: PLC0415
+        from revavatar.learning.data import wearer_frames  # noqa: PLC0415
+        from revavatar.learning.trainer import progress as bar  # noqa: PLC0415
+
+        source = {**self._source(), "frames": frames,
+                  "samples": hashlib.sha1(self.samples.tobytes()).hexdigest()}
+        path = Path(cache) if cache is not None else None
+        if path is not None and path.is_file():
+            with np.load(path) as z:
+                made = json.loads(z["meta"].tobytes().decode())
+                if made == source:
+                    self.references = z["references"]
+                    return
+            warnings.warn(f"{path}: made from {made}, not {source}; making the references "
+                          "again", stacklevel=2)
+        others = wearer_frames(self.index, self.split, frames)
+        refs = []
+        for k in bar(len(self), desc=f"references {self.split}", unit="frame",
+                     iterable=range(len(self)), disable=not progress):
+            shots = [cv2.imread(e[self.regions[k]], cv2.IMREAD_UNCHANGED)
+                     for e in others(self._entries[int(self.samples[k])])]
+            refs.append(eye_reference(shots))
+        self.references = np.stack(refs) if refs else np.zeros((0, 1, 1), np.uint8)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".tmp-{path.name}")
+            with tmp.open("wb") as f:
+                np.savez(f, references=self.references,
+                         meta=np.frombuffer(json.dumps(source).encode(), np.uint8))
+            tmp.replace(path)
+
+    def reference(self, k: int) -> np.ndarray:
+        """Frame ``k``'s wearer reference in the left eye's orientation (after
+        :meth:`load_references`)."""
+        return mirror_for(self.regions[k], self.references[k])
+
     def pair(self, k: int, rng: np.random.Generator, p_occlusion: float = 0.75,
              fields: bool = False) -> tuple[np.ndarray, ...]:
         """(occluded, clean, mask) of frame ``k`` in the left eye's orientation: a fresh
@@ -532,17 +597,21 @@ class OcclusionPairs:
         return {int(e["index"]): e for e in self.index.samples(self.split)}
 
     def batch(self, rng: np.random.Generator, n: int, p_occlusion: float = 0.75,
-              fields: bool = False) -> tuple[torch.Tensor, ...]:
+              fields: bool = False, references: bool = False) -> tuple[torch.Tensor, ...]:
         """``n`` random pairs as (N, 1, H, W) tensors in [0, 1] (mask in {0, 1}); with
-        ``fields``, the (N, 3, H, W) field targets as well."""
-        pairs = list(zip(*(self.pair(int(k), rng, p_occlusion, fields)
-                           for k in rng.integers(len(self), size=n)), strict=True))
+        ``fields``, the (N, 3, H, W) field targets as well; with ``references``, last, the
+        frames' wearer references (:meth:`load_references`) in [0, 1]."""
+        ks = rng.integers(len(self), size=n)
+        pairs = list(zip(*(self.pair(int(k), rng, p_occlusion, fields) for k in ks),
+                         strict=True))
 
         def t(a: tuple[np.ndarray, ...]) -> torch.Tensor:
             return torch.from_numpy(np.stack(a).astype(np.float32))[:, None]
 
         out = (t(pairs[0]) / 255.0, t(pairs[1]) / 255.0, t(pairs[2]))
-        return out + ((torch.from_numpy(np.stack(pairs[3])),) if fields else ())
+        out += (torch.from_numpy(np.stack(pairs[3])),) if fields else ()
+        return out + ((t(tuple(self.reference(int(k)) for k in ks)) / 255.0,)
+                      if references else ())
 
 
 def save_deoccluder(net: DeoccluderNet, out: str | Path, card: dict[str, Any]) -> Path:
@@ -556,9 +625,12 @@ def save_deoccluder(net: DeoccluderNet, out: str | Path, card: dict[str, Any]) -
     save_file({k: v.contiguous() for k, v in net.state_dict().items()},
               str(out / "weights.safetensors"))
     w, h = net.config.frame_size
-    example = torch.rand(1, 1, h, w)
+    example: Any = torch.rand(1, 1, h, w)
+    inputs = ["frame"]
+    if net.config.reference:
+        example, inputs = (example, torch.rand(1, 1, h, w)), ["frame", "reference"]
     card = {"config": asdict(net.config), "params": sum(p.numel() for p in net.parameters()),
-            "onnx_max_abs_diff": export_onnx(net, example, out / "model.onnx", ["frame"],
+            "onnx_max_abs_diff": export_onnx(net, example, out / "model.onnx", inputs,
                                              ["clean"]), **card}
     (out / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     (out / "README.md").write_text(_readme(card))
@@ -615,6 +687,9 @@ def _readme(card: dict[str, Any]) -> str:
         "full-resolution residual"
         + (", read from quarter-resolution features with a 1/8 and 1/16 resolution branch"
            if config.deep_context else "")
+        + (f", from the frame and the wearer's reference (the median of that camera's frames "
+           f"in {card.get('reference_frames')} other samples of the same person)"
+           if config.reference else "")
         + f" (width {cfg['width']}, {card['params']:,} parameters), all "
         "trained; deployed (ONNX), " + _APPLIED[config.apply] + _mask_bias(config.mask_bias)
         + ".",

@@ -77,6 +77,7 @@ import argparse
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -91,7 +92,7 @@ __all__ = ["GAZE_JITTER", "GAZE_PASTES", "GAZE_TONES", "IRIS_TURN", "METHODS", "
            "eye_aspect", "eye_is_open", "follow_wearer", "gaze_face", "iris_shifted",
            "iris_turn", "markdown_table", "method_aligners", "paired_difference",
            "paste_into_face", "perturbed_truth", "resolve_data", "run_from_args",
-           "spread_samples", "update_cards"]
+           "spread_samples", "update_cards", "wearer_reference"]
 
 METHODS: Final = ("homography", "surface", "dp", "homography+dp", "autoencoder", "cyclegan",
                   "cyclegan+camera_eye")
@@ -358,6 +359,28 @@ def follow_wearer(aligners: dict[str, Any], surface: Any, dp_face: np.ndarray,
             a.set_enrollment(dp_face)
 
 
+def wearer_reference(deoccluder: Any, index: Any, split: str
+                     ) -> Callable[[dict[str, Any], str], None]:
+    """Per sample and eye camera, enroll ``deoccluder``'s wearer reference
+    (:meth:`revavatar.core.deocclusion.OnnxDeoccluder.set_reference`) from that camera's stored
+    frames in the other samples of the same identity in ``split``
+    (:func:`revavatar.learning.data.wearer_frames`, as many as the model was trained with):
+    what an in-headset enrollment would have seen of the wearer. A model without a reference
+    input needs none, and the callable does nothing."""
+    from revavatar.learning.data import wearer_frames  # noqa: PLC0415
+
+    if deoccluder is None or not deoccluder.reference_frames:
+        return lambda entry, region: None
+    others = wearer_frames(index, split, deoccluder.reference_frames)
+
+    def enroll(entry: dict[str, Any], region: str) -> None:
+        if region in deoccluder.REGIONS:
+            deoccluder.set_reference(region, [cv2.imread(o[region], cv2.IMREAD_UNCHANGED)
+                                              for o in others(entry)])
+
+    return enroll
+
+
 def _stats(errors: list[float]) -> dict[str, float] | None:
     return ({"mean": float(np.mean(errors)), "p95": float(np.percentile(errors, 95)),
              "n": len(errors)} if errors else None)
@@ -479,6 +502,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
     index = VRFaceIndex(data)
     entries = spread_samples(index, split, views, limit)
     enrolled = enrollment_frames(index, split, enroll_frames)
+    in_headset = wearer_reference(deoccluder, index, split)
     layout = CanonicalLayout(index.layout_size)
     lp = load_lpips("alex", allow_fetch=False)
     gazer = GazeProbe(gaze_jitter)
@@ -488,7 +512,9 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                               "gaze_probe_copies": len(gazer.moves), "gaze_paste": gaze_paste,
                               "gaze_min_aspect": min_aspect, "gaze_tone": gaze_tone,
                               "enroll_frames": enroll_frames,
-                              "deocclusion": str(deoccluder.model_dir) if deoccluder else None}
+                              "deocclusion": str(deoccluder.model_dir) if deoccluder else None,
+                              "deocclusion_reference_frames":
+                                  deoccluder.reference_frames if deoccluder else None}
     rows: dict[str, list[list[np.ndarray]]] = {}
     calibration = index.calibration()
     identity = {k: str(e.get("identity", "")) for k, e in enumerate(entries)}  # for `paired`
@@ -515,6 +541,7 @@ def evaluate(data: Path, models: Path = Path("models"), limit: int | None = None
                 msg = f"cannot read image {e[region]}"
                 raise InputError(msg)
             if deoccluder is not None and region in deoccluder.REGIONS:
+                in_headset(e, region)
                 frame = deoccluder(frame, region)
             gray = frame.ndim == 2
             gt = read_image(e[f"gt_{region}"], gray=gray)

@@ -89,6 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deep-context", action="store_true",
                         help="add the 1/8 and 1/16 resolution branch "
                              "(DeoccluderConfig.deep_context)")
+    parser.add_argument("--reference", type=int, default=0, metavar="N",
+                        help="give the network the wearer's reference beside each frame: the "
+                             "median of that eye camera's frames in N other samples of the same "
+                             "person (DeoccluderConfig.reference; 0 = none, the default)")
     parser.add_argument("--sharpen", action="store_true",
                         help="add the unsharp-mask field (DeoccluderConfig.sharpen)")
     parser.add_argument("--crop", type=int, default=None,
@@ -143,7 +147,10 @@ def evaluate(net: DeoccluderNet, data: OcclusionPairs,
     for k in range(len(data)):
         stored, truth = data.stored(k)
         x = torch.from_numpy(stored.astype(np.float32) / 255.0)[None, None]
-        out = (net(x)[0, 0].numpy() * 255.0).round()
+        ref = None
+        if net.config.reference:
+            ref = torch.from_numpy(data.reference(k).astype(np.float32) / 255.0)[None, None]
+        out = (net(x, ref)[0, 0].numpy() * 255.0).round()
         d_in = np.abs(stored.astype(np.float32) - truth)
         d_out = np.abs(out - truth)
         inside = d_in > _FOOTPRINT_LEVELS
@@ -212,6 +219,9 @@ def train(args: argparse.Namespace) -> Path:
     if not 0.0 < args.p_occlusion <= 1.0:
         msg = f"--p-occlusion {args.p_occlusion} must lie in (0, 1]"
         raise ValueError(msg)
+    if args.reference < 0:
+        msg = f"--reference {args.reference} must be a number of frames (0 = none)"
+        raise ValueError(msg)
     if args.clean_weight <= 0:
         msg = f"--clean-weight {args.clean_weight} must be positive"
         raise ValueError(msg)
@@ -232,6 +242,11 @@ def train(args: argparse.Namespace) -> Path:
     val = OcclusionPairs(args.data, "val", args.val_samples,
                          cache=args.ckpt / f"frames_val_{args.val_samples}.npz",
                          progress=not args.no_progress)
+    if args.reference:
+        for pairs in (data, val):
+            pairs.load_references(args.reference, args.ckpt / f"references_{pairs.split}_"
+                                  f"{len(pairs.samples)}_{args.reference}.npz",
+                                  progress=not args.no_progress)
     h, w = data.frames.shape[1:3]
     weight = _eye_map(data, args.eye_weight) if args.eye_weight > 0 else None
     eye = eye_window(val)
@@ -240,7 +255,8 @@ def train(args: argparse.Namespace) -> Path:
     net = DeoccluderNet(DeoccluderConfig(frame_size=(w, h), width=args.width, apply=args.apply,
                                          sharpen=args.sharpen, mask_bias=args.mask_bias,
                                          log_input=args.log_input,
-                                         deep_context=args.deep_context))
+                                         deep_context=args.deep_context,
+                                         reference=args.reference > 0))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     average = copy.deepcopy(net).requires_grad_(False) if args.ema > 0 else None
     modules = {"net": net} | ({"ema": average} if average is not None else {})
@@ -253,7 +269,7 @@ def train(args: argparse.Namespace) -> Path:
         log.truncate(step)
         vlog.truncate(step)
     elif args.init_from is not None:
-        Checkpointer(args.init_from).load_weights({"net": net}, new=("deep.",))
+        Checkpointer(args.init_from).load_weights({"net": net}, new=("deep.",))  # and grows
         if average is not None:
             average.load_state_dict(net.state_dict())
     bar = progress(stop, initial=step, desc="train deocclusion", disable=args.no_progress)
@@ -265,17 +281,20 @@ def train(args: argparse.Namespace) -> Path:
         for group in opt.param_groups:
             group["lr"] = args.lr * lr_schedule(step, args.steps)
         net.train()
-        x, y, mask, *targets = data.batch(rng, args.batch, args.p_occlusion,
-                                          fields=args.field_weight > 0)
+        x, y, mask, *extra = data.batch(rng, args.batch, args.p_occlusion,
+                                        fields=args.field_weight > 0,
+                                        references=args.reference > 0)
         wmap = weight
         if args.crop:
-            x, y, mask, wmap, *targets = eye_crop(
-                (x, y, mask, everywhere if weight is None else weight, *targets), centre,
+            x, y, mask, wmap, *extra = eye_crop(
+                (x, y, mask, everywhere if weight is None else weight, *extra), centre,
                 args.crop, rng)
+        targets = extra[:1] if args.field_weight > 0 else []
+        ref = extra[-1] if args.reference else None
         if args.clean_weight != 1.0:
             wmap = clean_weighted(wmap, mask, args.clean_weight)
         loss, parts = pair_loss(net, x, y, mask, wmap, args.edge_weight,
-                                targets[0] if targets else None, args.field_weight)
+                                targets[0] if targets else None, args.field_weight, ref)
         if not torch.isfinite(loss):
             last = ckpt.latest()
             msg = (f"the loss is not finite at step {step} ({parts}); nothing was saved past "
@@ -315,6 +334,7 @@ def _card(args: argparse.Namespace, frames: int, step: int, wall: float,
             "p_occlusion": args.p_occlusion, "steps": step, "batch": args.batch, "lr": args.lr,
             "threads": args.threads, "seed": args.seed, "wall_s": round(wall, 1),
             "val": metrics, "crop": args.crop, "ema": args.ema,
+            "reference_frames": args.reference,
             "init_from": str(args.init_from) if args.init_from is not None else None,
             "command": (f"revavatar train deocclusion --data {args.data} --steps {args.steps} "
                         f"--batch {args.batch} --lr {args.lr:g} --width {args.width} "
@@ -330,6 +350,7 @@ def _card(args: argparse.Namespace, frames: int, step: int, wall: float,
                         + (" --sharpen" if args.sharpen else "")
                         + (" --log-input" if args.log_input else "")
                         + (" --deep-context" if args.deep_context else "")
+                        + (f" --reference {args.reference}" if args.reference else "")
                         + (f" --clean-weight {args.clean_weight:g}"
                            if args.clean_weight != 1.0 else "")
                         + (f" --ema {args.ema:g}" if args.ema > 0 else "")
