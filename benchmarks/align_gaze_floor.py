@@ -3,6 +3,7 @@
 Usage: python benchmarks/align_gaze_floor.py [--data /tmp/vrface_hf8k] [--split test] [--limit 60]
        [--models models] [--json OUT] [--figure PNG] [--gaze-jitter N] [--gaze-paste eye|crop]
        [--gaze-min-aspect A] [--gaze-tone match|raw] [--enroll-frames N] [--deocclusion]
+       [--residual-scales 0.25,0.5,0.75] [--residual-figure PNG]
 
 A VR-Face sample is a render of the source frame's own face mesh, so the exact inverse of its
 camera geometry is known: :class:`revavatar.core.alignment.SurfaceAligner` on that mesh's
@@ -22,6 +23,9 @@ paste into the true face) for:
   ``cyclegan+camera_eye_unoccluded``: the oracle de-occluder, each row on the stored view
   replayed without its occlusion effect (:mod:`revavatar.vrface.replay`; views without one as
   stored): what taking the occlusion off perfectly would give;
+- ``cyclegan+camera_eye_residual_<a>`` (``--deocclusion --residual-scales``): the camera eye on
+  the oracle's view plus ``a`` times the de-occluder's residual against it: the gaze a
+  de-occluder that left that share of the present one's residual would give;
 - ``plane_view_fill``: the face-plane homography with the unseen pixels filled the same way;
 - ``plane_view_dpfill``: the same with what the camera cannot see (its housing included) filled
   from the enrollment crop instead of the truth (``eval align``'s ``homography+dp``);
@@ -91,6 +95,8 @@ from revavatar.vrface.replay import SampleReplay, apply_records, jpeg_round_trip
 ROOT = Path(__file__).resolve().parents[1]
 #: |head yaw| bins (deg) of the breakdown
 _YAW_BINS = ((0, 2), (2, 4), (4, 7), (7, 12), (12, 90))
+#: rows of the de-occluder's residual scaled (``measure(residual_scales=...)``)
+_RESIDUAL = "cyclegan+camera_eye_residual_"
 #: rows split by effect and head pose: the oracle without and with effects, the two aligners
 _BREAKDOWN_ROWS = ("exact_clean_fill", "exact_view_fill", "homography", "cyclegan")
 
@@ -112,7 +118,8 @@ def _fill(crop: np.ndarray, valid: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER,
             gaze_paste: str = "eye", gaze_tone: str = "match",
-            enroll_frames: int = 1, deocclusion: bool = False, split: str = "test") -> list[dict]:
+            enroll_frames: int = 1, deocclusion: bool = False, split: str = "test",
+            residual_scales: tuple[float, ...] = ()) -> list[dict]:
     """One record per sample and eye the probe could read: its camera's effects, the head pose
     and each row's gaze error (deg); the probe averages ``gaze_jitter`` copies (GazeProbe) and
     sees each crop's ``gaze_paste`` in ``gaze_tone`` (eval align's ``--gaze-paste``,
@@ -120,7 +127,10 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
     align's ``--enroll-frames``); with ``deocclusion`` every row but the clean render reads the
     eye frames through the de-occluder in ``models/deocclusion`` (eval align's
     ``--deocclusion``); ``split`` is the build's split it reads (candidates are compared on
-    val, the test split is read once)."""
+    val, the test split is read once); ``residual_scales``: with ``deocclusion``, rows
+    ``cyclegan+camera_eye_residual_<a>`` of the de-occluded view's residual against the view
+    replayed without its occlusion scaled by each ``a`` (0 is the oracle row, 1 the de-occluder):
+    how far a better de-occluder would take the gaze."""
     deoccluder = OnnxDeoccluder(models / DEOCCLUSION_DIR) if deocclusion else None
     index = VRFaceIndex(data)
     replay = SampleReplay(index)
@@ -180,6 +190,11 @@ def measure(data: Path, models: Path, limit: int, gaze_jitter: int = GAZE_JITTER
             if dp_depth is not None:
                 crops["dp_surface_unoccluded"] = surfaces(enrolled(e), exact.camera,
                                                           region).align(bare)
+            camera_eye = aligners[region].get("cyclegan+camera_eye")
+            for a in residual_scales if deoccluder is not None and camera_eye else ():
+                mixed = bare.astype(np.float32) + a * (view.astype(np.float32) - bare)
+                crops[f"{_RESIDUAL}{a:g}"] = camera_eye.align(
+                    np.clip(np.rint(mixed), 0, 255).astype(np.uint8))
             plane = aligners[region]["homography"]
             crops["plane_view_fill"] = _fill(crops["homography"], plane.valid_mask, gt)
             if "cyclegan" in crops:
@@ -235,6 +250,50 @@ def _print_breakdown(b: dict) -> None:
     print("|---|---|---|")
     for span, per_row in b["yaw"].items():
         print(f"| {span} | {' / '.join(f'{m[0]:.2f}' for m in per_row)} | {per_row[0][1]} |")
+
+
+def residual_curve(samples: list[dict]) -> list[tuple[float, float, float, float]]:
+    """(scale, mean gaze error on all, unoccluded and occluded eyes) per residual scale: the
+    de-occluded row at 1, the oracle at 0, the scaled rows between."""
+    rows = {1.0: "cyclegan+camera_eye", 0.0: "cyclegan+camera_eye_unoccluded"}
+    rows |= {float(k.removeprefix(_RESIDUAL)): k for s in samples for k in s["errors"]
+             if k.startswith(_RESIDUAL)}
+    curve = []
+    for a, row in sorted(rows.items(), reverse=True):
+        got = [(s["errors"][row], "occlusion" in s["effects"]) for s in samples
+               if row in s["errors"]]
+        if not got:
+            continue
+        err, occ = (np.array(c) for c in zip(*got, strict=True))
+        curve.append((a, float(err.mean()), float(err[~occ].mean()) if (~occ).any() else np.nan,
+                      float(err[occ].mean()) if occ.any() else np.nan))
+    return curve
+
+
+def plot_residual_curve(curve: list[tuple[float, float, float, float]], n: tuple[int, int],
+                        out: Path, title: str) -> None:
+    """Gaze error against the share of the de-occluder's residual left."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    c = np.array(curve)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for j, (label, style) in enumerate((
+            (f"all open eyes ({sum(n)})", "k-o"), (f"unoccluded ({n[0]})", "b--s"),
+            (f"occluded ({n[1]})", "r--^")), 1):
+        ax.plot(c[:, 0], c[:, j], style, label=label)
+    ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+    ax.set(xlabel="share of the de-occluder's residual left", ylabel="gaze error, camera eye (deg)",
+           title=title)
+    ax.title.set_fontsize(10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 def plot_breakdown(samples: list[dict], b: dict, out: Path) -> None:
@@ -308,9 +367,15 @@ def main() -> None:
     ap.add_argument("--deocclusion", action="store_true",
                     help="read the eye frames through the de-occluder (eval align "
                          "--deocclusion)")
+    ap.add_argument("--residual-scales", default="",
+                    help="with --deocclusion, comma-separated shares (e.g. 0.25,0.5,0.75) of the "
+                         "de-occluder's residual to measure the camera eye at")
+    ap.add_argument("--residual-figure", type=Path, default=None,
+                    help="plot of the camera eye's gaze error against that share (PNG)")
     args = ap.parse_args()
+    scales = tuple(float(a) for a in args.residual_scales.split(",") if a.strip())
     measured = measure(args.data, args.models, args.limit, args.gaze_jitter, args.gaze_paste,
-                       args.gaze_tone, args.enroll_frames, args.deocclusion, args.split)
+                       args.gaze_tone, args.enroll_frames, args.deocclusion, args.split, scales)
     samples = [s for s in measured if is_open(s, args.gaze_min_aspect)]
     shut = [s for s in measured if not is_open(s, args.gaze_min_aspect)]
     print(f"open true eyes (aspect >= {args.gaze_min_aspect:g}): {len(samples)}, shut: {len(shut)}")
@@ -329,11 +394,22 @@ def main() -> None:
     _print_breakdown(split)
     if args.figure:
         plot_breakdown(samples, split, args.figure)
+    curve = residual_curve(samples) if scales else []
+    if curve:
+        print("\ncamera eye against the share of the de-occluder's residual left "
+              "(mean deg: all / unoccluded / occluded):")
+        for a, *means in curve:
+            print(f"  {a:4g}: " + " / ".join(f"{m:.2f}" for m in means))
+        if args.residual_figure:
+            occ = sum("occlusion" in s["effects"] for s in samples)
+            plot_residual_curve(curve, (len(samples) - occ, occ), args.residual_figure,
+                                f"gaze vs de-occlusion residual ({args.split})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         record = {"gaze_paste": args.gaze_paste, "gaze_min_aspect": args.gaze_min_aspect,
                   "gaze_tone": args.gaze_tone, "enroll_frames": args.enroll_frames,
                   "deocclusion": args.deocclusion, "split": args.split,
+                  "residual_scales": list(scales),
                   "samples": measured, "breakdown": split}
         args.json.write_text(json.dumps(record, indent=1) + "\n")
 
