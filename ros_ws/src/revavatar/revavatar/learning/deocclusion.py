@@ -687,12 +687,15 @@ def _readme(card: dict[str, Any]) -> str:
         "full-resolution residual"
         + (", read from quarter-resolution features with a 1/8 and 1/16 resolution branch"
            if config.deep_context else "")
-        + (f", from the frame and the wearer's reference (the median of that camera's frames "
-           f"in {card.get('reference_frames')} other samples of the same person)"
-           if config.reference else "")
+
         + f" (width {cfg['width']}, {card['params']:,} parameters), all "
         "trained; deployed (ONNX), " + _APPLIED[config.apply] + _mask_bias(config.mask_bias)
         + ".",
+        *([f"- Reference: beside each frame the network reads the wearer's eye as the same "
+           f"camera sees it, the median of {card.get('reference_frames')} of their frames "
+           "(`core.deocclusion.eye_reference`): in training and evaluation the frames of as many "
+           "other samples of the same person, in the product the stream's first frames, one a "
+           "second (`DeoccludedAligner`)."] if config.reference else []),
         f"- Data: `{card.get('data')}`, {card.get('train_frames')} train eye frames replayed "
         "up to the occlusion, a fresh occlusion (probability "
         f"{card.get('p_occlusion')}) and the frame's own later effects and JPEG per draw.",
@@ -702,8 +705,9 @@ def _readme(card: dict[str, Any]) -> str:
         + (f"; the weights are a moving average of the trained ones (decay {card['ema']:g} per "
            "step)" if card.get("ema") else "") + ".",
         f"- Figures: {_figures(card.get('val'))}.",
-        f"- ONNX: `model.onnx` (input `frame` (1, 1, H, W) in [0, 1]), max |onnxruntime - torch| "
-        f"{card['onnx_max_abs_diff']:.2g}.",
+        f"- ONNX: `model.onnx` (input `frame` (1, 1, H, W) in [0, 1]"
+        + (", and `reference` alike" if config.reference else "")
+        + f"), max |onnxruntime - torch| {card['onnx_max_abs_diff']:.2g}.",
         f"- Command: `{card.get('command')}`",
         *([f"- Gaze: {card['gaze']}"] if card.get("gaze") else []),
         *([f"- Provenance: {card['provenance']}"] if card.get("provenance") else []), ""])
