@@ -104,9 +104,9 @@ class OnnxDeoccluder:
         Raises:
             InputError: no frames, or frames of another type or size.
         """
-        self._check(region, frames[0] if frames else np.zeros((0, 0), np.uint8))
+        ref = eye_reference(frames)
+        self._check(region, ref)
         if self.reference_frames:
-            ref = eye_reference(frames)
             self._references[region] = self._tensor(ref, region)
 
     def has_reference(self, region: str) -> bool:

@@ -23,13 +23,17 @@ mask's BCE) and trained long enough, the full correction (``apply = "full"``, th
 lowers the gaze error of occluded eyes more than it raises that of clean ones, on test and on
 val; ``models/deocclusion`` is such a run, picked among its checkpoints on the eye-weighted val
 figures of :func:`revavatar.learning.train_deocclusion.evaluate` and then on val gaze. The
-options added after it (``DeoccluderConfig.sharpen``, ``mask_bias`` and ``log_input``, the
-gradient and field terms of :func:`pair_loss`, training on eye windows, a moving average of the
-weights) are measured there too; none has yet lowered the val gaze error below the shipped
-model's, and a val lead of a few hundredths of a degree did not carry over to test. Divided by
-the true gain of the blobs, an occluded eye comes back to under a gray level
-(``benchmarks/deocclusion_gain_oracle.py``; reports/alignment.md, ninth session): what the
-network lacks is an estimate of the gain, not information.
+options added after it (``DeoccluderConfig.sharpen``, ``mask_bias``, ``log_input`` and
+``deep_context``, the gradient and field terms of :func:`pair_loss`, :func:`clean_weighted`,
+training on eye windows, a moving average of the weights) are measured there too; none has
+lowered the val gaze error below the shipped model's, and a val lead of a few hundredths of a
+degree did not carry over to test. Divided by the true gain of the blobs, an occluded eye
+comes back to under a gray level (``benchmarks/deocclusion_gain_oracle.py``): the eye survives
+under a blob, but a soft blob is hard to tell from the wearer's own lid shadow, and the network
+hedges between them (reports/alignment.md, tenth session). ``DeoccluderConfig.reference`` gives
+it the wearer's eye as the camera sees it (the median of several of their frames) to tell them
+apart: the best eye figures so far and 0.11 deg better gaze on 300 val samples, level on 300
+test samples, so not shipped.
 
 Training pairs are exact: :class:`OcclusionPairs` re-renders a build's train samples
 (:mod:`revavatar.vrface.replay`), runs each view's recorded effects up to the occlusion, then
@@ -301,8 +305,8 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
     :meth:`OcclusionPairs.batch`: the exact inverse of the drawn occlusion,
     :func:`field_targets`, and a mask of where the occlusion shows), counted only where the
     occlusion shows; ``ref``: the wearer's reference frames, for a network with
-    ``config.reference``. The gray levels say how wrong the output is; the fields say which gain was wrong, in the same units on a dark iris as on
-    bright skin. Where the occlusion does not show (under the housing) no gain can be read, and
+    ``config.reference``. The gray levels say how wrong the output is; the fields say which
+    gain was wrong, in the same units on a dark iris as on bright skin. Where the occlusion does not show (under the housing) no gain can be read, and
     where there is none the shut mask passes the frame whatever the fields say.
 
     The correction's own terms train it whatever the mask says: without the inside one the mask
@@ -346,7 +350,8 @@ def clean_weighted(weight: torch.Tensor | None, mask: torch.Tensor, clean: float
     a gaze error made where there was none to undo: on val, the shipped model's damage to clean
     eyes came from a few confident corrections of the lid's own shadow and lashes
     (reports/alignment.md, tenth session), which an even loss pays for at the rate of any
-    other error."""
+    other error. (A weight of 4 did not keep them still in a fine-tune from step 6500: run J
+    there.)"""
     base = torch.ones_like(mask[:, :1]) if weight is None else weight.expand_as(mask[:, :1])
     empty = mask.flatten(1).amax(1) == 0
     scale = torch.where(empty, torch.tensor(float(clean)), torch.tensor(1.0))
@@ -463,6 +468,9 @@ class OcclusionPairs:
         self.after, self.regions = after, regions
         self.samples, self.occluded = np.array(samples), np.array(occluded, bool)
 
+    #: the frames' wearer references, after :meth:`load_references`
+    references: np.ndarray | None = None
+
     def _source(self) -> dict[str, Any]:
         """What a cache must have been made from to stand for this build's split."""
         return {"build_key": self.index.meta.get("build_key"), "split": self.split}
@@ -537,6 +545,9 @@ class OcclusionPairs:
     def reference(self, k: int) -> np.ndarray:
         """Frame ``k``'s wearer reference in the left eye's orientation (after
         :meth:`load_references`)."""
+        if self.references is None:
+            msg = "no wearer references yet: call load_references first"
+            raise RuntimeError(msg)
         return mirror_for(self.regions[k], self.references[k])
 
     def pair(self, k: int, rng: np.random.Generator, p_occlusion: float = 0.75,
