@@ -63,8 +63,8 @@ from revavatar.core.canonical import EYE_SIDES
 if TYPE_CHECKING:
     from revavatar.vrface.effects import OcclusionFields
 
-__all__ = ["DeoccluderConfig", "DeoccluderNet", "OcclusionPairs", "clean_weighted", "eye_weight_map",
-           "field_targets",
+__all__ = ["DeoccluderConfig", "DeoccluderNet", "OcclusionPairs", "clean_weighted",
+           "eye_weight_map", "field_targets",
            "mirror_for", "pair_loss", "save_deoccluder"]
 
 #: gray-level change from which a pixel counts as occluded (the mask's training target)
@@ -306,8 +306,9 @@ def pair_loss(net: DeoccluderNet, x: torch.Tensor, y: torch.Tensor, mask: torch.
     :func:`field_targets`, and a mask of where the occlusion shows), counted only where the
     occlusion shows; ``ref``: the wearer's reference frames, for a network with
     ``config.reference``. The gray levels say how wrong the output is; the fields say which
-    gain was wrong, in the same units on a dark iris as on bright skin. Where the occlusion does not show (under the housing) no gain can be read, and
-    where there is none the shut mask passes the frame whatever the fields say.
+    gain was wrong, in the same units on a dark iris as on bright skin. Where the occlusion does
+    not show (under the housing) no gain can be read, and where there is none the shut mask
+    passes the frame whatever the fields say.
 
     The correction's own terms train it whatever the mask says: without the inside one the mask
     stays shut (opening it onto a poor correction costs) and the correction, seen through a shut

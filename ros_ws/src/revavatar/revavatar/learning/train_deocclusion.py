@@ -101,8 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "160, all of them near the eye; the val figures stay whole-frame")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="start from the newest weights in this checkpoint folder (a "
-                             "network without --sharpen, --log-input or --deep-context grows "
-                             "into one with it, starting as the same function), on a fresh schedule and optimizer")
+                             "network without --sharpen, --log-input, --deep-context or "
+                             "--reference grows into one with it, starting as the same "
+                             "function), on a fresh schedule and optimizer")
     # the checkpoint folder also keeps the replayed frames (frames_<split>_<n>.npz)
     add_run_arguments(parser, Path("models/deocclusion"), Path("/tmp/revavatar_deocclusion"))
 
@@ -269,7 +270,8 @@ def train(args: argparse.Namespace) -> Path:
         log.truncate(step)
         vlog.truncate(step)
     elif args.init_from is not None:
-        Checkpointer(args.init_from).load_weights({"net": net}, new=("deep.",))  # and grows
+        # new inputs and the deep branch start at zero: the grown network is the stored one
+        Checkpointer(args.init_from).load_weights({"net": net}, new=("deep.",))
         if average is not None:
             average.load_state_dict(net.state_dict())
     bar = progress(stop, initial=step, desc="train deocclusion", disable=args.no_progress)
