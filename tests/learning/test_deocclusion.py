@@ -131,6 +131,31 @@ def test_pairs_draw_fresh_occlusions_over_the_replayed_frames(build_dir: Path,
     assert set(val.samples) <= {int(e["index"]) for e in VRFaceIndex(build_dir).samples("val")}
 
 
+def test_pairs_carry_the_wearers_reference_made_from_other_samples(build_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    from revavatar.core.deocclusion import eye_reference
+    from revavatar.learning.data import wearer_frames
+
+    pairs = OcclusionPairs(build_dir, "train", cache=tmp_path / "f.npz", progress=False)
+    with pytest.raises(RuntimeError, match="load_references"):
+        pairs.reference(0)
+    pairs.load_references(2, tmp_path / "r.npz", progress=False)
+    k = len(pairs) - 1  # a right eye: the reference is mirrored like its frames
+    assert pairs.regions[k] == "right_eye"
+    others = wearer_frames(pairs.index, "train", 2)(pairs._entries[int(pairs.samples[k])])
+    shots = [cv2.imread(e["right_eye"], cv2.IMREAD_UNCHANGED) for e in others]
+    assert np.array_equal(pairs.reference(k), eye_reference(shots)[:, ::-1])
+    before = np.random.default_rng(3)
+    x, *_, ref = pairs.batch(before, 2, references=True)
+    x0 = pairs.batch(np.random.default_rng(3), 2)[0]
+    assert torch.equal(x, x0) and ref.shape == x.shape  # the same draws as without it
+    again = OcclusionPairs(build_dir, "train", cache=tmp_path / "f.npz", progress=False)
+    again.load_references(2, tmp_path / "r.npz", progress=False)  # read back
+    assert np.array_equal(again.references, pairs.references)
+    with pytest.warns(UserWarning, match="making the references again"):
+        again.load_references(1, tmp_path / "r.npz", progress=False)
+
+
 def test_pairs_with_fields_draw_the_same_and_carry_the_exact_inverse(build_dir: Path,
                                                                    tmp_path: Path) -> None:
     pairs = OcclusionPairs(build_dir, "train", cache=tmp_path / "f.npz", progress=False)
