@@ -374,6 +374,8 @@ def main() -> None:
                     help="plot of the camera eye's gaze error against that share (PNG)")
     args = ap.parse_args()
     scales = tuple(float(a) for a in args.residual_scales.split(",") if a.strip())
+    if scales and not args.deocclusion:
+        ap.error("--residual-scales scales the de-occluder's residual: it needs --deocclusion")
     measured = measure(args.data, args.models, args.limit, args.gaze_jitter, args.gaze_paste,
                        args.gaze_tone, args.enroll_frames, args.deocclusion, args.split, scales)
     samples = [s for s in measured if is_open(s, args.gaze_min_aspect)]
